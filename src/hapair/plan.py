@@ -1,0 +1,118 @@
+"""Spec -> concrete plan: node names, namespaces, addresses and the home of each floating IP.
+
+Pure: no I/O. Every platform builds from a ``Plan``; the renderers read only the plan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hapair.spec import Spec
+
+
+class Role(StrEnum):
+    """What a node is for."""
+
+    LB = "lb"
+    WEB = "web"
+    IGW = "igw"
+    INET = "inet"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One host of the cluster.
+
+    :ivar name: short name (``lb1``, ``web3``, ``igw``, ``inet``).
+    :ivar namespace: the lab's network namespace for it (``<cluster>-<name>``).
+    :ivar address: primary address (VPC side; Internet side for ``inet``).
+    :ivar secondary: the LB's secondary private address, else ``None``.
+    """
+
+    name: str
+    role: Role
+    namespace: str
+    address: str
+    secondary: str | None = None
+
+
+@dataclass(frozen=True)
+class Vip:
+    """A floating IP and the LB it belongs to when both are healthy."""
+
+    name: str
+    address: str
+    home: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything concrete about a cluster, derived from its spec."""
+
+    spec: Spec
+    nodes: tuple[Node, ...]
+    vips: tuple[Vip, ...]
+    prefixlen: int
+    vpc_namespace: str
+
+    @property
+    def name(self) -> str:
+        """The cluster's name."""
+        return self.spec.cluster.name
+
+    @property
+    def lbs(self) -> tuple[Node, ...]:
+        """The two LB nodes, lb1 first."""
+        return tuple(n for n in self.nodes if n.role is Role.LB)
+
+    @property
+    def webs(self) -> tuple[Node, ...]:
+        """The web nodes in order."""
+        return tuple(n for n in self.nodes if n.role is Role.WEB)
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``.
+
+        :raises KeyError: no such node.
+        """
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def peer_of(self, lb: str) -> Node:
+        """The other LB."""
+        a, b = self.lbs
+        return b if a.name == lb else a
+
+    @property
+    def ping_nodes(self) -> tuple[str, ...]:
+        """Addresses whose reachability says a node is still on the network."""
+        return self.spec.ha.ping_nodes or (self.spec.network.gateway,)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace the lab makes, in creation order."""
+        return (self.vpc_namespace, *(n.namespace for n in self.nodes))
+
+
+def make_plan(spec: Spec) -> Plan:
+    """Turn a validated spec into a plan."""
+    c = spec.cluster.name
+    net = spec.network
+    vpc = ipaddress.ip_network(net.vpc_cidr)
+    nodes: list[Node] = [
+        Node("inet", Role.INET, f"{c}-inet", net.client),
+        Node("igw", Role.IGW, f"{c}-igw", net.gateway),
+    ]
+    for i in range(2):
+        nodes.append(Node(f"lb{i + 1}", Role.LB, f"{c}-lb{i + 1}", net.lb_primary[i],
+                          net.lb_secondary[i]))
+    first = ipaddress.ip_address(net.web_first)
+    for i in range(spec.web.size):
+        nodes.append(Node(f"web{i + 1}", Role.WEB, f"{c}-web{i + 1}", str(first + i)))
+    vips = tuple(Vip(f"vip{i + 1}", addr, f"lb{i + 1}") for i, addr in enumerate(net.vips))
+    return Plan(spec=spec, nodes=tuple(nodes), vips=vips, prefixlen=vpc.prefixlen,
+                vpc_namespace=f"{c}-vpc")

@@ -1,0 +1,367 @@
+"""The cluster spec: typed, frozen models whose defaults are the seed stack's values.
+
+A spec comes from an optional ``hapair.toml``. Every field has a default, so an empty file (or none)
+describes the original stack: two LBs, three web servers, HTTP on 80, heartbeats on udp/694,
+dashboards on 9022/9023. Errors name the field and the fix, e.g.
+``web.size: must be between 1 and 250 (got 0)``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hapair.errors import SpecError
+
+LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
+"""RFC 2544's benchmarking range: the only addresses the lab ever uses."""
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+
+
+def _between(lo: int, hi: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi} (got {value})")
+        return value
+
+    return check
+
+
+def Bounded(lo: int, hi: int) -> Any:  # noqa: N802 - reads as a type
+    """An int that must lie in [lo, hi], with a message that says so."""
+    return Annotated[int, AfterValidator(_between(lo, hi))]
+
+
+Port = Bounded(1, 65535)
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 address (got {value!r})") from None
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(value, strict=True))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 network such as 198.18.0.0/23 (got {value!r})") from None
+
+
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+CIDR = Annotated[str, AfterValidator(_cidr)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterSpec(_Model):
+    """Who the cluster is."""
+
+    # Prefix of every namespace, state directory and cloud tag; short so interface names fit.
+    name: str = "demo"
+    # The DNS name that answers with both floating IPs (the seed's DNS label).
+    domain: str = "www.hapair.test"
+    # Where the stack runs: "lab" (network namespaces on this host) or "aws" (boto3).
+    platform: Literal["lab", "aws"] = "lab"
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ClusterSpec:
+        if not NAME_RE.match(self.name):
+            raise ValueError(
+                f"cluster.name: must be 1-8 lowercase letters or digits, starting with a letter "
+                f"(got {self.name!r})"
+            )
+        if not re.match(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$", self.domain):
+            raise ValueError(f"cluster.domain: must be a DNS name such as www.hapair.test "
+                             f"(got {self.domain!r})")
+        return self
+
+
+class WebSpec(_Model):
+    """The web tier behind the load balancers (the seed's NodeJS servers)."""
+
+    # How many web servers (the seed's web_cluster_size).
+    size: Bounded(1, 250) = 3  # type: ignore[valid-type]
+    # Port the demo web app listens on.
+    port: Port = 80  # type: ignore[valid-type]
+
+
+class LbSpec(_Model):
+    """The load-balancer pair."""
+
+    # Always 2: the seed's "non-configurable amount of HAPEE load-balancers".
+    count: int = 2
+
+    @model_validator(mode="after")
+    def _two(self) -> LbSpec:
+        if self.count != 2:
+            raise ValueError(
+                f"lb.count: must be 2; hapair runs exactly one active-active pair, "
+                f"as the original stack (got {self.count})"
+            )
+        return self
+
+
+class NetworkSpec(_Model):
+    """Lab addresses. All of them must lie in 198.18.0.0/15 for the lab platform."""
+
+    # The VPC subnet: LBs, web nodes and the gateway live here.
+    vpc_cidr: CIDR = "198.18.0.0/23"
+    # The gateway's VPC address (the igw); also the agent's ping node.
+    gateway: IPv4 = "198.18.0.1"
+    # LB primary addresses (lb1, lb2): home addresses for EIP1 / EIP2 in the seed.
+    lb_primary: tuple[IPv4, IPv4] = ("198.18.0.11", "198.18.0.12")
+    # LB secondary addresses (the seed's secondary-ip role).
+    lb_secondary: tuple[IPv4, IPv4] = ("198.18.0.111", "198.18.0.112")
+    # The first web node's address; web N gets this plus N-1.
+    web_first: IPv4 = "198.18.1.1"
+    # The Internet side: client host, DNS server and igw's outer address.
+    internet_cidr: CIDR = "198.19.0.0/24"
+    igw_outside: IPv4 = "198.19.0.1"
+    client: IPv4 = "198.19.0.10"
+    dns: IPv4 = "198.19.0.53"
+    # The two floating IPs (the seed's EIP1 and EIP2); routed by the igw onto the VPC segment.
+    vips: tuple[IPv4, IPv4] = ("198.19.255.1", "198.19.255.2")
+
+
+class HaproxySpec(_Model):
+    """HAProxy on each LB node (the seed's hapee-lb.cfg)."""
+
+    http_port: Port = 80  # type: ignore[valid-type]
+    # Serve HTTPS on https_port too; with no cert, the lab generates a self-signed one.
+    https: bool = False
+    https_port: Port = 443  # type: ignore[valid-type]
+    # PEM file with certificate and key; empty = self-signed, generated per cluster.
+    cert: str = ""
+    balance: Literal["roundrobin", "leastconn", "source", "first"] = "roundrobin"
+    # Cookie persistence as in the seed.
+    cookie: str = "SERVERID insert indirect nocache"
+    # Health checks of web servers: HTTP GET of this path every inter_ms, rise/fall counts.
+    check_path: str = "/"
+    check_inter_ms: Bounded(100, 60000) = 1000  # type: ignore[valid-type]
+    check_rise: Bounded(1, 100) = 2  # type: ignore[valid-type]
+    check_fall: Bounded(1, 100) = 2  # type: ignore[valid-type]
+    timeout_connect_ms: Bounded(100, 600000) = 5000  # type: ignore[valid-type]
+    timeout_client_ms: Bounded(100, 3600000) = 50000  # type: ignore[valid-type]
+    timeout_server_ms: Bounded(100, 3600000) = 50000  # type: ignore[valid-type]
+    retries: Bounded(0, 10) = 3  # type: ignore[valid-type]
+    redispatch: bool = True
+    forwardfor: bool = True
+    maxconn: Bounded(100, 1000000) = 20000  # type: ignore[valid-type]
+    # Worker threads per HAProxy.
+    nbthread: Bounded(1, 64) = 2  # type: ignore[valid-type]
+    # Stats page (the seed's dashboard on 9022), behind these credentials; an empty
+    # password means a random one, generated per cluster and kept 0600.
+    stats_port: Port = 9022  # type: ignore[valid-type]
+    stats_user: str = "admin"
+    stats_password: str = ""
+
+
+class AdminSpec(_Model):
+    """Who may reach the dashboards."""
+
+    # hapair's status API, metrics and admin calls (the seed's second dashboard port).
+    port: Port = 9023  # type: ignore[valid-type]
+    # Sources allowed to reach tcp/9022-9023. The seed allowed everyone; narrow it in production.
+    cidrs: tuple[CIDR, ...] = ("0.0.0.0/0",)
+
+
+class HaSpec(_Model):
+    """The HA agent: heartbeats and timings (the seed's ha.cf)."""
+
+    # UDP port of the heartbeats (the seed's udpport).
+    port: Port = 694  # type: ignore[valid-type]
+    # A heartbeat goes to the peer every interval (the seed's keepalive, 2 s there).
+    interval_ms: Bounded(10, 10000) = 50  # type: ignore[valid-type]
+    # A peer silent this long is logged as late (the seed's warntime).
+    warntime_ms: Bounded(10, 60000) = 100  # type: ignore[valid-type]
+    # A peer silent this long is dead (the seed's deadtime, 15 s there).
+    deadtime_ms: Bounded(20, 120000) = 150  # type: ignore[valid-type]
+    # After start, how long to wait for a never-seen peer before declaring it dead (initdead).
+    initdead_ms: Bounded(0, 600000) = 1500  # type: ignore[valid-type]
+    # A returning home node takes its VIP back after this much stable health (auto_failback).
+    auto_failback: bool = True
+    failback_delay_ms: Bounded(0, 600000) = 3000  # type: ignore[valid-type]
+    # How often the local HAProxy's health is checked.
+    health_interval_ms: Bounded(20, 10000) = 100  # type: ignore[valid-type]
+    # Ping nodes; empty = the gateway (the seed's "ping <gateway>").
+    ping_nodes: tuple[IPv4, ...] = ()
+    # Fewest seconds between two moves of one VIP for the same reason kind (anti-flap).
+    min_move_interval_ms: Bounded(0, 600000) = 1000  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _order(self) -> HaSpec:
+        if not self.interval_ms < self.warntime_ms <= self.deadtime_ms:
+            raise ValueError(
+                "ha: need interval_ms < warntime_ms <= deadtime_ms "
+                f"(got {self.interval_ms}, {self.warntime_ms}, {self.deadtime_ms})"
+            )
+        if self.deadtime_ms < 2 * self.interval_ms:
+            raise ValueError(
+                f"ha.deadtime_ms: must be at least twice interval_ms ({2 * self.interval_ms}) "
+                f"so that one lost heartbeat is not a death (got {self.deadtime_ms})"
+            )
+        return self
+
+
+class AwsSpec(_Model):
+    """The aws platform (what the original Terraform built)."""
+
+    # Region; empty = what the standard AWS configuration selects.
+    region: str = ""
+    vpc_cidr: CIDR = "10.20.0.0/16"
+    subnet_cidr: CIDR = "10.20.1.0/24"
+    # Optional second subnet, in another AZ, for lb2.
+    second_az: bool = False
+    subnet2_cidr: CIDR = "10.20.2.0/24"
+    lb_instance_type: str = "t3.small"
+    web_instance_type: str = "t3.small"
+    # AMI id; empty = Debian 12 found through its SSM public parameter.
+    ami: str = ""
+    # EC2 key pair for SSH; empty = none (instances configure themselves through cloud-init).
+    key_name: str = ""
+
+
+class Spec(_Model):
+    """The whole cluster spec."""
+
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    web: WebSpec = Field(default_factory=WebSpec)
+    lb: LbSpec = Field(default_factory=LbSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    haproxy: HaproxySpec = Field(default_factory=HaproxySpec)
+    admin: AdminSpec = Field(default_factory=AdminSpec)
+    ha: HaSpec = Field(default_factory=HaSpec)
+    aws: AwsSpec = Field(default_factory=AwsSpec)
+
+    @model_validator(mode="after")
+    def _lab_addresses(self) -> Spec:
+        if self.cluster.platform != "lab":
+            return self
+        net = self.network
+        vpc = ipaddress.ip_network(net.vpc_cidr)
+        inet = ipaddress.ip_network(net.internet_cidr)
+        for field, value in _address_fields(net):
+            if ipaddress.ip_address(value) not in LAB_RANGE:
+                raise ValueError(f"network.{field}: must lie in {LAB_RANGE}, the only range "
+                                 f"the lab uses (got {value})")
+        for field in ("vpc_cidr", "internet_cidr"):
+            if not ipaddress.ip_network(getattr(net, field)).subnet_of(LAB_RANGE):  # type: ignore[arg-type]
+                raise ValueError(f"network.{field}: must lie in {LAB_RANGE} (got {getattr(net, field)})")
+        if vpc.overlaps(inet):
+            raise ValueError("network.internet_cidr: must not overlap network.vpc_cidr")
+        inside_vpc = [("gateway", net.gateway), ("lb_primary", net.lb_primary[0]),
+                      ("lb_primary", net.lb_primary[1]), ("lb_secondary", net.lb_secondary[0]),
+                      ("lb_secondary", net.lb_secondary[1])]
+        for field, value in inside_vpc:
+            if ipaddress.ip_address(value) not in vpc:
+                raise ValueError(f"network.{field}: must lie in network.vpc_cidr {vpc} (got {value})")
+        for field, value in (("client", net.client), ("dns", net.dns), ("igw_outside", net.igw_outside)):
+            if ipaddress.ip_address(value) not in inet:
+                raise ValueError(f"network.{field}: must lie in network.internet_cidr {inet} "
+                                 f"(got {value})")
+        first = ipaddress.ip_address(net.web_first)
+        last = first + self.web.size - 1
+        if first not in vpc or last not in vpc or last == vpc.broadcast_address:
+            raise ValueError(f"web.size: {self.web.size} web nodes from network.web_first "
+                             f"{first} do not fit in network.vpc_cidr {vpc}")
+        webs = {first + i for i in range(self.web.size)}
+        fixed = [ipaddress.ip_address(a) for a in (net.gateway, *net.lb_primary, *net.lb_secondary)]
+        clash = webs.intersection(fixed)
+        if clash:
+            raise ValueError(f"network.web_first: web addresses overlap other VPC addresses "
+                             f"({', '.join(sorted(map(str, clash)))})")
+        all_fixed = [str(a) for a in fixed] + list(net.vips)
+        if len(set(all_fixed)) != len(all_fixed):
+            raise ValueError("network: gateway, LB and VIP addresses must all differ")
+        for vip in net.vips:
+            if ipaddress.ip_address(vip) in vpc or ipaddress.ip_address(vip) in inet:
+                raise ValueError(f"network.vips: floating IPs must lie outside vpc_cidr and "
+                                 f"internet_cidr, as EIPs do (got {vip})")
+        if self.haproxy.https and self.haproxy.cert and not Path(self.haproxy.cert).is_file():
+            raise ValueError(f"haproxy.cert: file not found: {self.haproxy.cert}")
+        return self
+
+
+def _address_fields(net: NetworkSpec) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for field in ("gateway", "web_first", "igw_outside", "client", "dns"):
+        out.append((field, getattr(net, field)))
+    for field in ("lb_primary", "lb_secondary", "vips"):
+        out.extend((field, v) for v in getattr(net, field))
+    return out
+
+
+def _format(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        msg = str(e["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown field; see `hapair check --help` and the README's "
+                         "spec reference for valid fields")
+        elif e["type"] == "missing":
+            lines.append(f"{loc}: required")
+        elif ":" in msg.split(" ")[0] or not loc:
+            # The validator already named the field (cross-field rules).
+            lines.append(msg)
+        else:
+            got = e.get("input")
+            suffix = "" if "(got" in msg or isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{loc}: {msg[0].lower() + msg[1:]}{suffix}")
+    return lines
+
+
+def parse(data: dict[str, Any]) -> Spec:
+    """Validate a spec given as a dict (the TOML's tables).
+
+    :raises SpecError: one line per invalid field, naming it and the fix.
+    """
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format(exc)) from None
+
+
+def load(path: Path | None) -> Spec:
+    """Load and validate ``hapair.toml``; ``None`` (or a missing default file) means defaults.
+
+    :raises SpecError: the file is unreadable, not TOML, or invalid.
+    """
+    if path is None:
+        return Spec()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read the spec ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([f"{path}: not valid TOML ({exc})"]) from None
+    return parse(data)
+
+
+def with_overrides(spec: Spec, *, name: str | None = None, web_size: int | None = None,
+                   platform: str | None = None) -> Spec:
+    """Apply command-line overrides and validate the result again."""
+    data = spec.model_dump(mode="python")
+    if name is not None:
+        data["cluster"]["name"] = name
+    if web_size is not None:
+        data["web"]["size"] = web_size
+    if platform is not None:
+        data["cluster"]["platform"] = platform
+    return parse(data)
