@@ -1,7 +1,8 @@
 """The exception tree of hapair.
 
 - ``HapairError``: root of everything hapair raises on purpose.
-  - ``SpecError`` (also ``ValueError``): the spec is invalid; the message names the field and the fix.
+  - ``SpecError`` (also ``ValueError``): the spec is invalid; the message names the
+    field and the fix.
     The CLI exits 2.
   - ``UsageError``: the command line asks for something impossible (unknown node, ...). Exit 2.
   - ``EnvironmentProblem``: the machine lacks something (root, a tool). Exit 1.

@@ -108,11 +108,13 @@ def make_plan(spec: Spec) -> Plan:
         Node("igw", Role.IGW, f"{c}-igw", net.gateway),
     ]
     for i in range(2):
-        nodes.append(Node(f"lb{i + 1}", Role.LB, f"{c}-lb{i + 1}", net.lb_primary[i],
-                          net.lb_secondary[i]))
+        nodes.append(
+            Node(f"lb{i + 1}", Role.LB, f"{c}-lb{i + 1}", net.lb_primary[i], net.lb_secondary[i])
+        )
     first = ipaddress.ip_address(net.web_first)
     for i in range(spec.web.size):
         nodes.append(Node(f"web{i + 1}", Role.WEB, f"{c}-web{i + 1}", str(first + i)))
     vips = tuple(Vip(f"vip{i + 1}", addr, f"lb{i + 1}") for i, addr in enumerate(net.vips))
-    return Plan(spec=spec, nodes=tuple(nodes), vips=vips, prefixlen=vpc.prefixlen,
-                vpc_namespace=f"{c}-vpc")
+    return Plan(
+        spec=spec, nodes=tuple(nodes), vips=vips, prefixlen=vpc.prefixlen, vpc_namespace=f"{c}-vpc"
+    )

@@ -34,7 +34,7 @@ def _between(lo: int, hi: int) -> Callable[[int], int]:
     return check
 
 
-def Bounded(lo: int, hi: int) -> Any:  # noqa: N802 - reads as a type
+def Bounded(lo: int, hi: int) -> Any:
     """An int that must lie in [lo, hi], with a message that says so."""
     return Annotated[int, AfterValidator(_between(lo, hi))]
 
@@ -82,8 +82,9 @@ class ClusterSpec(_Model):
                 f"(got {self.name!r})"
             )
         if not re.match(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$", self.domain):
-            raise ValueError(f"cluster.domain: must be a DNS name such as www.hapair.test "
-                             f"(got {self.domain!r})")
+            raise ValueError(
+                f"cluster.domain: must be a DNS name such as www.hapair.test (got {self.domain!r})"
+            )
         return self
 
 
@@ -147,7 +148,7 @@ class HaproxySpec(_Model):
     # Cookie persistence as in the seed.
     cookie: str = "SERVERID insert indirect nocache"
     # Health checks of web servers: HTTP GET of this path every inter_ms, rise/fall counts.
-    check_path: str = "/"
+    check_path: str = "/health"
     check_inter_ms: Bounded(100, 60000) = 1000  # type: ignore[valid-type]
     check_rise: Bounded(1, 100) = 2  # type: ignore[valid-type]
     check_fall: Bounded(1, 100) = 2  # type: ignore[valid-type]
@@ -253,41 +254,62 @@ class Spec(_Model):
         inet = ipaddress.ip_network(net.internet_cidr)
         for field, value in _address_fields(net):
             if ipaddress.ip_address(value) not in LAB_RANGE:
-                raise ValueError(f"network.{field}: must lie in {LAB_RANGE}, the only range "
-                                 f"the lab uses (got {value})")
+                raise ValueError(
+                    f"network.{field}: must lie in {LAB_RANGE}, the only range "
+                    f"the lab uses (got {value})"
+                )
         for field in ("vpc_cidr", "internet_cidr"):
             if not ipaddress.ip_network(getattr(net, field)).subnet_of(LAB_RANGE):  # type: ignore[arg-type]
-                raise ValueError(f"network.{field}: must lie in {LAB_RANGE} (got {getattr(net, field)})")
+                raise ValueError(
+                    f"network.{field}: must lie in {LAB_RANGE} (got {getattr(net, field)})"
+                )
         if vpc.overlaps(inet):
             raise ValueError("network.internet_cidr: must not overlap network.vpc_cidr")
-        inside_vpc = [("gateway", net.gateway), ("lb_primary", net.lb_primary[0]),
-                      ("lb_primary", net.lb_primary[1]), ("lb_secondary", net.lb_secondary[0]),
-                      ("lb_secondary", net.lb_secondary[1])]
+        inside_vpc = [
+            ("gateway", net.gateway),
+            ("lb_primary", net.lb_primary[0]),
+            ("lb_primary", net.lb_primary[1]),
+            ("lb_secondary", net.lb_secondary[0]),
+            ("lb_secondary", net.lb_secondary[1]),
+        ]
         for field, value in inside_vpc:
             if ipaddress.ip_address(value) not in vpc:
-                raise ValueError(f"network.{field}: must lie in network.vpc_cidr {vpc} (got {value})")
-        for field, value in (("client", net.client), ("dns", net.dns), ("igw_outside", net.igw_outside)):
+                raise ValueError(
+                    f"network.{field}: must lie in network.vpc_cidr {vpc} (got {value})"
+                )
+        for field, value in (
+            ("client", net.client),
+            ("dns", net.dns),
+            ("igw_outside", net.igw_outside),
+        ):
             if ipaddress.ip_address(value) not in inet:
-                raise ValueError(f"network.{field}: must lie in network.internet_cidr {inet} "
-                                 f"(got {value})")
+                raise ValueError(
+                    f"network.{field}: must lie in network.internet_cidr {inet} (got {value})"
+                )
         first = ipaddress.ip_address(net.web_first)
         last = first + self.web.size - 1
         if first not in vpc or last not in vpc or last == vpc.broadcast_address:
-            raise ValueError(f"web.size: {self.web.size} web nodes from network.web_first "
-                             f"{first} do not fit in network.vpc_cidr {vpc}")
+            raise ValueError(
+                f"web.size: {self.web.size} web nodes from network.web_first "
+                f"{first} do not fit in network.vpc_cidr {vpc}"
+            )
         webs = {first + i for i in range(self.web.size)}
         fixed = [ipaddress.ip_address(a) for a in (net.gateway, *net.lb_primary, *net.lb_secondary)]
         clash = webs.intersection(fixed)
         if clash:
-            raise ValueError(f"network.web_first: web addresses overlap other VPC addresses "
-                             f"({', '.join(sorted(map(str, clash)))})")
+            raise ValueError(
+                f"network.web_first: web addresses overlap other VPC addresses "
+                f"({', '.join(sorted(map(str, clash)))})"
+            )
         all_fixed = [str(a) for a in fixed] + list(net.vips)
         if len(set(all_fixed)) != len(all_fixed):
             raise ValueError("network: gateway, LB and VIP addresses must all differ")
         for vip in net.vips:
             if ipaddress.ip_address(vip) in vpc or ipaddress.ip_address(vip) in inet:
-                raise ValueError(f"network.vips: floating IPs must lie outside vpc_cidr and "
-                                 f"internet_cidr, as EIPs do (got {vip})")
+                raise ValueError(
+                    f"network.vips: floating IPs must lie outside vpc_cidr and "
+                    f"internet_cidr, as EIPs do (got {vip})"
+                )
         if self.haproxy.https and self.haproxy.cert and not Path(self.haproxy.cert).is_file():
             raise ValueError(f"haproxy.cert: file not found: {self.haproxy.cert}")
         return self
@@ -302,17 +324,19 @@ def _address_fields(net: NetworkSpec) -> list[tuple[str, str]]:
     return out
 
 
-def _format(err: ValidationError) -> list[str]:
+def format_errors(err: ValidationError) -> list[str]:
     lines = []
     for e in err.errors():
         msg = str(e["msg"])
         for prefix in ("Value error, ", "Assertion failed, "):
             if msg.startswith(prefix):
-                msg = msg[len(prefix):]
+                msg = msg[len(prefix) :]
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown field; see `hapair check --help` and the README's "
-                         "spec reference for valid fields")
+            lines.append(
+                f"{loc}: unknown field; see `hapair check --help` and the README's "
+                "spec reference for valid fields"
+            )
         elif e["type"] == "missing":
             lines.append(f"{loc}: required")
         elif ":" in msg.split(" ")[0] or not loc:
@@ -333,7 +357,7 @@ def parse(data: dict[str, Any]) -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format(exc)) from None
+        raise SpecError(format_errors(exc)) from None
 
 
 def load(path: Path | None) -> Spec:
@@ -354,8 +378,9 @@ def load(path: Path | None) -> Spec:
     return parse(data)
 
 
-def with_overrides(spec: Spec, *, name: str | None = None, web_size: int | None = None,
-                   platform: str | None = None) -> Spec:
+def with_overrides(
+    spec: Spec, *, name: str | None = None, web_size: int | None = None, platform: str | None = None
+) -> Spec:
     """Apply command-line overrides and validate the result again."""
     data = spec.model_dump(mode="python")
     if name is not None:

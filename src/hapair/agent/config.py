@@ -1,0 +1,120 @@
+"""The agent's own configuration file (``agent.toml``), rendered per LB node by the platform."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hapair.errors import SpecError
+from hapair.spec import format_errors
+
+
+class VipConfig(BaseModel):
+    """One floating IP and how this node holds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # vip1 / vip2
+    name: str
+    # The address clients use (the EIP's public address on aws).
+    address: str
+    # The LB that holds it when both are healthy.
+    home: str
+    # Resource agent: "l2" (address + gratuitous ARP), "aws_eip" (boto3) or "fake" (tests).
+    driver: Literal["l2", "aws_eip", "fake"] = "l2"
+    # l2: the interface that carries it.
+    ifname: str = "eth0"
+    # aws_eip: allocation id, this node's ENI, and the private address on it to associate with.
+    allocation_id: str = ""
+    eni_id: str = ""
+    private_ip: str = ""
+
+
+class AgentConfig(BaseModel):
+    """Everything one agent needs; paths are absolute."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster: str
+    node: str
+    peer: str
+    # Where heartbeats go: the peer's primary and secondary addresses (the seed's ucast lines).
+    peer_addresses: list[str]
+    # The peer's primary address; its HAProxy is probed there (the "peer serves" side channel).
+    peer_probe_address: str
+    # Address heartbeats are bound to (0.0.0.0 = all; the security group limits the sources).
+    bind: str = "0.0.0.0"
+    port: int = 694
+    key_file: str
+    admin_token_file: str
+    # Status API: TCP port inside the node and a unix socket (the CLI reaches it from the host).
+    api_port: int = 9023
+    api_bind: str = "0.0.0.0"
+    api_socket: str = ""
+    # The local HAProxy: stats socket, and the port a real HTTP request goes through.
+    stats_socket: str
+    http_port: int = 80
+    check_path: str = "/health"
+    ping_nodes: list[str] = Field(default_factory=list)
+    interval_ms: int = 50
+    warntime_ms: int = 100
+    deadtime_ms: int = 150
+    initdead_ms: int = 1500
+    auto_failback: bool = True
+    failback_delay_ms: int = 3000
+    health_interval_ms: int = 100
+    min_move_interval_ms: int = 1000
+    # How often what each VIP's holder really is gets read back and repaired.
+    reconcile_interval_ms: int = 250
+    # Bound on one resource-agent call.
+    action_timeout_ms: int = 5000
+    # "text" or "json" (JSON lines) logs on stderr.
+    log_format: Literal["text", "json"] = "text"
+    # Run with real-time scheduling when allowed, so a busy machine does not delay heartbeats.
+    realtime: bool = True
+    # AWS region / endpoint for aws_eip (empty = standard AWS configuration).
+    aws_region: str = ""
+    aws_endpoint_url: str = ""
+    vips: list[VipConfig]
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate ``agent.toml``.
+
+    :raises SpecError: unreadable, not TOML, or invalid (field named).
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read the agent config ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError([f"{path}: not valid TOML ({exc})"]) from None
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc)) from None
+
+
+def dump_toml(cfg: AgentConfig) -> str:
+    """Write the config as TOML (flat keys, then one ``[[vips]]`` table per VIP)."""
+
+    def val(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{s}"'
+
+    data = cfg.model_dump()
+    vips = data.pop("vips")
+    lines = [f"# hapair agent for {cfg.node} of cluster {cfg.cluster}; rendered by hapair."]
+    lines += [f"{k} = {val(v)}" for k, v in data.items()]
+    for vip in vips:
+        lines += ["", "[[vips]]"] + [f"{k} = {val(v)}" for k, v in vip.items()]
+    return "\n".join(lines) + "\n"

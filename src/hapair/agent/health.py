@@ -1,0 +1,142 @@
+"""Local health: can this node's HAProxy serve, and does this node still reach a ping node?
+
+Health for placement is "HAProxy can serve", not "HAProxy runs": the stats socket must answer,
+at least one backend must be UP, and a real HTTP request through the local HAProxy must succeed
+(keepalived's pid check let a node take a VIP back while every backend was still DOWN).
+No pid is read: a zombie HAProxy answers ``kill -0`` but not its socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+from hapair.errors import OperationError
+from hapair.haproxy_stats import show_stat_async
+
+
+@dataclass(frozen=True)
+class Health:
+    """One health reading of the local HAProxy."""
+
+    healthy: bool
+    summary: str
+    backends_up: int = 0
+    backends_total: int = 0
+
+
+async def http_ok(
+    host: str, port: int, path: str, timeout: float, host_header: str = "hapair"
+) -> bool:
+    """Whether ``GET path`` on host:port answers 2xx/3xx within ``timeout`` seconds."""
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: hapair-agent\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            line = await reader.readline()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+    parts = line.split()
+    return len(parts) >= 2 and parts[1][:1] in (b"2", b"3")
+
+
+async def check_haproxy(stats_socket: str, port: int, path: str, timeout: float = 0.5) -> Health:
+    """Read the local HAProxy's health (stats socket, backends UP, real request through it)."""
+    try:
+        servers = await show_stat_async(stats_socket, timeout)
+    except OperationError:
+        return Health(False, "haproxy does not answer on its stats socket")
+    up = sum(1 for s in servers if s.up)
+    total = len(servers)
+    if up == 0:
+        return Health(False, f"haproxy has no backend up (0/{total})", up, total)
+    if not await http_ok("127.0.0.1", port, path, timeout):
+        return Health(
+            False, f"a request through haproxy failed ({up}/{total} backends up)", up, total
+        )
+    return Health(True, f"haproxy serves ({up}/{total} backends up)", up, total)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return int(~s & 0xFFFF)
+
+
+class Pinger:
+    """ICMP echo to the ping nodes over one raw socket; remembers when each last answered."""
+
+    def __init__(self, targets: list[str]) -> None:
+        self.targets = targets
+        self.last_reply: dict[str, float] = {}
+        self._ident = os.getpid() & 0xFFFF
+        self._seq = 0
+        self._sock: socket.socket | None = None
+
+    def open(self) -> None:
+        """Open the raw ICMP socket (needs CAP_NET_RAW) and start reading replies."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        s.setblocking(False)
+        self._sock = s
+        asyncio.get_running_loop().add_reader(s.fileno(), self._on_readable)
+
+    def close(self) -> None:
+        """Stop reading and close the socket."""
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def send(self) -> None:
+        """Send one echo request to every ping node."""
+        if self._sock is None:
+            return
+        self._seq = (self._seq + 1) & 0xFFFF
+        header = struct.pack("!BBHHH", 8, 0, 0, self._ident, self._seq)
+        payload = b"hapair"
+        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), self._ident, self._seq)
+        for t in self.targets:
+            with contextlib.suppress(OSError):
+                self._sock.sendto(packet + payload, (t, 0))
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data, addr = self._sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            ihl = (data[0] & 0x0F) * 4
+            if len(data) < ihl + 8:
+                continue
+            typ, _code, _ck, ident, _seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+            if typ == 0 and ident == self._ident and addr[0] in self.targets:
+                self.last_reply[addr[0]] = time.monotonic()
+
+    def reachable(self, window: float) -> bool:
+        """Whether any ping node answered within the last ``window`` seconds (True if none set)."""
+        if not self.targets:
+            return True
+        now = time.monotonic()
+        return any(now - t <= window for t in self.last_reply.values())

@@ -1,0 +1,287 @@
+"""The ``hapair`` command line.
+
+One error funnel: exit 2 for usage and spec errors, 1 for operational failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hapair.errors import HapairError, SpecError, UsageError
+from hapair.plan import make_plan
+from hapair.spec import Spec, load, with_overrides
+
+app = typer.Typer(
+    help="hapair: an active-active pair of HAProxy load balancers with two floating IPs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Cluster name (namespace prefix).")]
+SpecOpt = Annotated[Path | None, typer.Option("--spec", "-s", help="Spec file (hapair.toml).")]
+DEFAULT_SPEC = Path("hapair.toml")
+
+
+def load_spec(
+    spec: Path | None,
+    name: str | None = None,
+    web_size: int | None = None,
+    platform: str | None = None,
+) -> Spec:
+    """The spec from ``--spec`` (or ./hapair.toml when present), with CLI overrides."""
+    if spec is None and DEFAULT_SPEC.is_file():
+        spec = DEFAULT_SPEC
+    if spec is not None and not spec.is_file():
+        raise SpecError([f"{spec}: no such spec file"])
+    s = load(spec)
+    return with_overrides(s, name=name, web_size=web_size, platform=platform)
+
+
+def lab(engine: str = "hapair") -> Any:
+    """The lab platform (imported lazily so `check` and `render` work anywhere)."""
+    from hapair.platforms.lab.platform import LabPlatform
+
+    return LabPlatform(engine)  # type: ignore[arg-type]
+
+
+class Steps:
+    """Progress display: one line per step with its duration."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.current: str | None = None
+        self.started = 0.0
+
+    def __call__(self, step: str) -> None:
+        self.finish()
+        self.current, self.started = step, time.monotonic()
+        typer.echo(f"  • {step} ...", nl=False)
+
+    def finish(self) -> None:
+        if self.current is not None:
+            typer.echo(f" {time.monotonic() - self.started:.1f} s")
+            self.current = None
+
+
+@app.command()
+def up(
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Cluster name.")] = None,
+    spec: SpecOpt = None,
+    web_size: Annotated[int | None, typer.Option(help="Number of web servers (1..250).")] = None,
+    platform: Annotated[str | None, typer.Option(help="lab (default) or aws.")] = None,
+    engine: Annotated[
+        str, typer.Option(help="lab only: hapair (agents), static or none.")
+    ] = "hapair",
+) -> None:
+    """Build the whole stack; running it again on a running cluster changes nothing."""
+    s = load_spec(spec, name, web_size, platform)
+    plan = make_plan(s)
+    if engine not in ("hapair", "static", "none"):
+        raise UsageError("--engine: must be hapair, static or none")
+    typer.echo(f"hapair up {plan.name} ({s.cluster.platform}, {s.web.size} web nodes)")
+    steps = Steps()
+    if s.cluster.platform == "aws":
+        from hapair.platforms.aws import AwsPlatform
+
+        AwsPlatform().up(plan, steps)
+        steps.finish()
+        return
+    try:
+        lab(engine).up(plan, steps)
+    except KeyboardInterrupt:
+        steps.finish()
+        typer.echo(f"interrupted; `hapair down --name {plan.name}` removes what was made")
+        raise typer.Exit(130) from None
+    steps.finish()
+    typer.echo(f"ready in {time.monotonic() - steps.t0:.1f} s\n")
+    net = s.network
+    typer.echo(
+        f"  {s.cluster.domain} -> {net.vips[0]} (vip1, home lb1), {net.vips[1]} (vip2, home lb2)"
+    )
+    typer.echo(f"  try:  hapair curl --name {plan.name}            (through the DNS name)")
+    typer.echo(f"        hapair curl --name {plan.name} --vip 2    (through VIP2)")
+    typer.echo(f"        hapair status --name {plan.name}")
+    typer.echo(
+        f"        hapair kill --name {plan.name} lb1 ; hapair curl --name {plan.name} --vip 1"
+    )
+    typer.echo(f"        hapair down --name {plan.name}")
+
+
+@app.command()
+def down(
+    name: NameOpt = "demo", platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab"
+) -> None:
+    """Remove every namespace, link, process and file that `up` made; idempotent."""
+    steps = Steps()
+    if platform == "aws":
+        from hapair.platforms.aws import AwsPlatform
+
+        found = AwsPlatform().down(name, steps)
+    else:
+        found = lab().down(name, steps)
+    steps.finish()
+    typer.echo(f"{name}: removed" if found else f"{name}: nothing to remove")
+
+
+@app.command()
+def status(
+    name: NameOpt = "demo",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab",
+) -> None:
+    """Nodes, floating IPs (owner read live) and backends as each HAProxy sees them."""
+    if platform == "aws":
+        from hapair.platforms.aws import AwsPlatform
+
+        st = AwsPlatform().status(name)
+    else:
+        st = lab().status(name)
+    if as_json:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    from hapair.cli.show import show_status
+
+    typer.echo(show_status(st))
+
+
+@app.command()
+def curl(
+    name: NameOpt = "demo",
+    vip: Annotated[
+        int | None, typer.Option(help="1 or 2: ask that VIP instead of the DNS name.")
+    ] = None,
+    path: Annotated[str, typer.Argument(help="URL path.")] = "/",
+    html: Annotated[bool, typer.Option(help="Ask for the HTML page.")] = False,
+) -> None:
+    """An HTTP request from the client host on the Internet side, through the DNS name or a VIP."""
+    from hapair.cli.client import curl_once
+
+    plan, _ = lab().plan_of(name)
+    code, out = curl_once(plan, vip, path, html)
+    typer.echo(out, nl=False)
+    raise typer.Exit(code)
+
+
+@app.command(
+    name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def exec_(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="lb1, web2, inet, ...")],
+    name: NameOpt = "demo",
+) -> None:
+    """Run a command inside a node: hapair exec lb1 -- ip addr."""
+    argv = list(ctx.args)
+    if not argv:
+        raise UsageError("nothing to run: hapair exec NODE -- CMD ...")
+    full = lab().exec_argv(name, node, argv)
+    os.execvp(full[0], full)
+
+
+@app.command()
+def check(
+    spec: SpecOpt = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    web_size: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Validate a spec and print the plan, touching nothing."""
+    s = load_spec(spec, name, web_size)
+    plan = make_plan(s)
+    typer.echo(f"spec OK: cluster {plan.name} on {s.cluster.platform}, {s.web.size} web nodes")
+    for n in plan.nodes:
+        extra = f" + {n.secondary}" if n.secondary else ""
+        typer.echo(f"  {n.name:<7} {n.role:<4} {n.namespace:<16} {n.address}{extra}")
+    for v in plan.vips:
+        typer.echo(f"  {v.name:<7} vip  home {v.home:<11} {v.address}")
+    typer.echo(f"  dns     {s.cluster.domain} -> {', '.join(v.address for v in plan.vips)}")
+
+
+@app.command()
+def render(
+    node: Annotated[str, typer.Argument(help="lb1, lb2, web1, ...")],
+    spec: SpecOpt = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+) -> None:
+    """Print a node's rendered configuration (haproxy.cfg, agent.toml, nftables rules)."""
+    from hapair.render.agent import render_agent
+    from hapair.render.haproxy import render_haproxy
+    from hapair.render.nftables import render_nftables
+
+    s = load_spec(spec, name)
+    plan = make_plan(s)
+    try:
+        n = plan.node(node)
+    except KeyError:
+        raise UsageError(f"no node {node} in the plan (lb1, lb2, web1..web{s.web.size})") from None
+    if n.role == "lb":
+        cert = "<cert.pem>" if s.haproxy.https else None
+        cfg = render_haproxy(plan, node, stats_password="<generated>", cert_path=cert)
+        agent_toml = render_agent(
+            plan,
+            node,
+            key_file="<key>",
+            admin_token_file="<token>",
+            stats_socket="<haproxy.sock>",
+            api_socket="<agent.sock>",
+        )
+        typer.echo(f"### haproxy.cfg\n{cfg}")
+        typer.echo(f"### agent.toml\n{agent_toml}")
+    rules = render_nftables(plan, node)
+    if rules:
+        typer.echo(f"### nftables\n{rules}")
+    if n.role not in ("lb", "web"):
+        typer.echo(f"{node}: no configuration of its own (router/client)")
+
+
+def _register_more() -> None:
+    from hapair.cli import ops
+
+    ops.register(app)
+
+
+def main() -> None:
+    """Entry point: the error funnel."""
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    _register_more()
+    try:
+        app(standalone_mode=False)
+    except (SpecError, UsageError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except HapairError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the safety net: anything else is a bug
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        typer.echo(f"internal error, please report it: {exc!r}", err=True)
+        if debug:
+            traceback.print_exc()
+        else:
+            typer.echo("(run again with --debug for the traceback)", err=True)
+        sys.exit(70)

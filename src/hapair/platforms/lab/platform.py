@@ -1,0 +1,349 @@
+"""The ``lab`` platform: the whole stack in network namespaces on this host.
+
+``up`` converges: a complete lab with the same spec is left alone (dead processes are started
+again); a half-built one (an interrupted ``up``) is cleaned and built again; a running lab with
+another spec is refused. ``down`` needs no state: it finds the lab's namespaces by name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from typing import Any, Literal
+
+from hapair.errors import OperationError, UsageError
+from hapair.plan import Plan, Role, make_plan
+from hapair.platforms.base import Platform, Progress, no_progress
+from hapair.platforms.lab import network, procs, services
+from hapair.platforms.lab.paths import LabPaths
+from hapair.platforms.lab.procs import Proc
+from hapair.platforms.lab.state import ensure_secret, load_state, save_state, write_atomic
+from hapair.platforms.lab.system import in_ns, require_root, require_tools, run
+from hapair.render.agent import render_agent
+from hapair.render.dns import render_hosts
+from hapair.render.haproxy import check_haproxy, render_haproxy
+from hapair.render.nftables import render_nftables
+from hapair.spec import Spec, parse
+
+#: Who moves the floating IPs: our agent, nobody (each LB holds its home VIP), or an outside
+#: engine the benchmarks start themselves (keepalived, heartbeat).
+Engine = Literal["hapair", "static", "none"]
+
+
+class LabPlatform(Platform):
+    """Network namespaces, real HAProxy, nftables and dnsmasq on this host."""
+
+    def __init__(self, engine: Engine = "hapair") -> None:
+        self.engine = engine
+
+    # ---------------------------------------------------------------- up
+    def up(self, plan: Plan, progress: Progress = no_progress) -> None:
+        """Build the lab (see the module docstring for how a second ``up`` behaves)."""
+        require_root()
+        require_tools()
+        name = plan.name
+        paths = LabPaths(name)
+        state = load_state(name)
+        spec_json = plan.spec.model_dump(mode="json")
+        if state and state.get("complete") and network.lab_namespaces(name):
+            if state.get("spec") != spec_json or state.get("engine") != self.engine:
+                raise UsageError(
+                    f"a lab named {name} is already running with another spec; run "
+                    f"`hapair down --name {name}` first, or choose another --name"
+                )
+            progress("lab already up: checking its processes")
+            self._ensure_processes(plan, paths, state, progress)
+            return
+        if network.lab_namespaces(name) or paths.root.exists():
+            progress("cleaning what an interrupted up left")
+            self.down(name)
+        state = {
+            "name": name,
+            "spec": spec_json,
+            "engine": self.engine,
+            "complete": False,
+            "procs": {},
+            "created": time.time(),
+        }
+        save_state(name, state)
+        paths.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.secrets.chmod(0o700)
+
+        progress(f"create {len(plan.namespaces)} namespaces")
+        network.create_namespaces(plan)
+        progress("wire the VPC bridge, the igw and the Internet side")
+        network.build_links(plan)
+        network.write_resolv_conf(plan)
+        progress("render and check configurations")
+        self._render(plan, paths)
+        progress("apply security groups (nftables)")
+        for node in plan.nodes:
+            if node.role in (Role.LB, Role.WEB):
+                run(in_ns(node.namespace, ["nft", "-f", str(paths.nft(node.name))]))
+        self._ensure_processes(plan, paths, state, progress)
+        state["complete"] = True
+        save_state(name, state)
+
+    def _render(self, plan: Plan, paths: LabPaths) -> None:
+        spec = plan.spec
+        ensure_secret(paths.key)
+        ensure_secret(paths.admin_token)
+        password = spec.haproxy.stats_password or ensure_secret(paths.stats_password, 12)
+        cert = None
+        if spec.haproxy.https:
+            cert = spec.haproxy.cert or str(self._self_signed(plan, paths))
+        for lb in plan.lbs:
+            cfg = render_haproxy(
+                plan,
+                lb.name,
+                stats_socket=str(paths.haproxy_sock(lb.name)),
+                stats_password=password,
+                cert_path=cert,
+            )
+            check_haproxy(cfg)
+            write_atomic(paths.haproxy_cfg(lb.name), cfg, mode=0o600)
+            write_atomic(
+                paths.agent_toml(lb.name),
+                render_agent(
+                    plan,
+                    lb.name,
+                    key_file=str(paths.key),
+                    admin_token_file=str(paths.admin_token),
+                    stats_socket=str(paths.haproxy_sock(lb.name)),
+                    api_socket=str(paths.agent_sock(lb.name)),
+                ),
+                mode=0o600,
+            )
+        for node in plan.nodes:
+            rules = render_nftables(plan, node.name)
+            if rules is not None:
+                write_atomic(paths.nft(node.name), rules)
+        write_atomic(paths.hosts, render_hosts(plan))
+
+    def _self_signed(self, plan: Plan, paths: LabPaths) -> str:
+        if not paths.cert.exists():
+            key = paths.secrets / "lab.key"
+            crt = paths.secrets / "lab.crt"
+            run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "30",
+                    "-subj",
+                    f"/CN={plan.spec.cluster.domain}",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(crt),
+                ]
+            )
+            write_atomic(paths.cert, crt.read_text() + key.read_text(), mode=0o600)
+            key.unlink()
+            crt.unlink()
+        return str(paths.cert)
+
+    def _ensure_processes(
+        self, plan: Plan, paths: LabPaths, state: dict[str, Any], progress: Progress
+    ) -> None:
+        table: dict[str, Any] = state.setdefault("procs", {})
+
+        def ensure(key: str, start: Any) -> bool:
+            cur = table.get(key)
+            if cur and procs.alive(Proc(cur["pid"], cur["start"])):
+                return False
+            table[key] = start().to_json()
+            save_state(plan.name, state)
+            return True
+
+        started = []
+        progress("start dnsmasq and the web apps")
+        if ensure("inet/dnsmasq", lambda: services.start_dnsmasq(plan, paths)):
+            started.append("inet/dnsmasq")
+        for web in plan.webs:
+            if ensure(
+                f"{web.name}/webapp", lambda w=web.name: services.start_webapp(plan, paths, w)
+            ):
+                started.append(f"{web.name}/webapp")
+        progress("start HAProxy on both LBs and wait for every backend UP")
+        for lb in plan.lbs:
+            if ensure(
+                f"{lb.name}/haproxy", lambda n=lb.name: services.start_haproxy(plan, paths, n)
+            ):
+                started.append(f"{lb.name}/haproxy")
+        for lb in plan.lbs:
+            services.wait_haproxy_ready(plan, paths, lb.name)
+        if self.engine == "hapair":
+            progress("start the HA agents")
+            for lb in plan.lbs:
+                if ensure(
+                    f"{lb.name}/agent", lambda n=lb.name: services.start_agent(plan, paths, n)
+                ):
+                    started.append(f"{lb.name}/agent")
+        elif self.engine == "static":
+            progress("place each VIP on its home LB (static)")
+            for lb in plan.lbs:
+                services.place_static(plan, lb.name)
+        progress("wait until both VIPs are held")
+        self.wait_vips(plan, timeout=30.0)
+        if not started:
+            progress("nothing to change")
+
+    def wait_vips(self, plan: Plan, timeout: float = 30.0) -> None:
+        """Wait until every VIP is held by exactly one LB (read from the kernel).
+
+        :raises OperationError: not so in time.
+        """
+        deadline = time.monotonic() + timeout
+        owners: dict[str, list[str]] = {}
+        while time.monotonic() < deadline:
+            owners = self.vip_owners(plan)
+            if all(len(o) == 1 for o in owners.values()):
+                return
+            time.sleep(0.1)
+        raise OperationError(f"floating IPs not placed after {timeout:.0f} s: {owners}")
+
+    @staticmethod
+    def vip_owners(plan: Plan) -> dict[str, list[str]]:
+        """For each VIP, the LBs whose interface carries it right now."""
+        held = {lb.name: set(network.addresses(lb.namespace)) for lb in plan.lbs}
+        return {v.name: [lb for lb, addrs in held.items() if v.address in addrs] for v in plan.vips}
+
+    # ---------------------------------------------------------------- down
+    def down(self, name: str, progress: Progress = no_progress) -> bool:
+        """Remove every namespace, link, process and file of lab ``name``; idempotent."""
+        require_root()
+        found = False
+        namespaces = network.lab_namespaces(name)
+        # LBs first, so that agents do not react to the rest going away.
+        namespaces.sort(key=lambda ns: (0 if "-lb" in ns else 1, ns))
+        if namespaces:
+            progress(f"stop processes and remove {len(namespaces)} namespaces")
+        for ns in namespaces:
+            procs.kill_namespace(ns)
+        for ns in namespaces:
+            network.remove_namespace(ns)
+            found = True
+        paths = LabPaths(name)
+        if paths.root.exists():
+            progress(f"remove {paths.root}")
+            shutil.rmtree(paths.root, ignore_errors=True)
+            found = True
+        resolv_dir = network.NS_DIR / f"{name}-inet"
+        if resolv_dir.exists():
+            shutil.rmtree(resolv_dir, ignore_errors=True)
+            found = True
+        return found
+
+    # ---------------------------------------------------------------- queries
+    def plan_of(self, name: str) -> tuple[Plan, dict[str, Any]]:
+        """The plan and state of a running lab.
+
+        :raises UsageError: no such lab.
+        """
+        state = load_state(name)
+        if not state or not network.lab_namespaces(name):
+            raise UsageError(
+                f"no lab named {name} is running (start one with `hapair up --name {name}`)"
+            )
+        spec: Spec = parse(state["spec"])
+        return make_plan(spec), state
+
+    def status(self, name: str) -> dict[str, Any]:
+        """See :meth:`Platform.status`; implemented in :mod:`hapair.platforms.lab.status`."""
+        from hapair.platforms.lab.status import lab_status
+
+        plan, state = self.plan_of(name)
+        return lab_status(plan, state)
+
+    def exec_argv(self, name: str, node: str, argv: list[str]) -> list[str]:
+        """argv that runs ``argv`` inside ``node`` of lab ``name``."""
+        plan, _ = self.plan_of(name)
+        try:
+            n = plan.node(node)
+        except KeyError:
+            names = ", ".join(x.name for x in plan.nodes[:8])
+            raise UsageError(f"no node {node} in lab {name} (nodes: {names}, ...)") from None
+        return in_ns(n.namespace, argv)
+
+    # ---------------------------------------------------------------- chaos
+    def kill(self, name: str, node: str, mode: str = "machine") -> str:
+        """Fail an LB: ``machine`` (SIGKILL agent and HAProxy), ``haproxy`` (HAProxy only) or
+        ``link`` (its switch port down). Returns a sentence saying what was done."""
+        plan, _ = self._lb(name, node)
+        ns = plan.node(node).namespace
+        if mode == "link":
+            network.set_link(plan, node, up=False)
+            return f"{node}: link down"
+        only_haproxy = mode == "haproxy"
+        pids = services.node_procs(plan, ns, "haproxy") if only_haproxy else procs.ns_pids(ns)
+        services.sigkill_all(pids)
+        return f"{node}: killed {len(pids)} processes ({mode})"
+
+    def revive(self, name: str, node: str, reboot: bool = False) -> str:
+        """Bring a failed LB back: link up, and HAProxy and agent started again where dead.
+        ``reboot`` first removes the VIPs its interface still carries (a host that rebooted)."""
+        plan, state = self._lb(name, node)
+        n = plan.node(node)
+        network.set_link(plan, node, up=True)
+        if reboot:
+            for vip in plan.vips:
+                run(
+                    [
+                        "ip",
+                        "-n",
+                        n.namespace,
+                        "addr",
+                        "del",
+                        f"{vip.address}/32",
+                        "dev",
+                        network.IFNAME,
+                    ],
+                    check=False,
+                )
+        paths = LabPaths(name)
+        table = state["procs"]
+        done = []
+        for what, start in (("haproxy", services.start_haproxy), ("agent", services.start_agent)):
+            if what == "agent" and state.get("engine") != "hapair":
+                continue
+            key = f"{node}/{what}"
+            cur = table.get(key)
+            if not (cur and procs.alive(Proc(cur["pid"], cur["start"]))):
+                table[key] = start(plan, paths, node).to_json()
+                done.append(what)
+        save_state(name, state)
+        return f"{node}: link up" + (f", started {' and '.join(done)}" if done else "")
+
+    def _lb(self, name: str, node: str) -> tuple[Plan, dict[str, Any]]:
+        plan, state = self.plan_of(name)
+        if node not in {lb.name for lb in plan.lbs}:
+            raise UsageError(f"{node} is not a load balancer (use lb1 or lb2)")
+        return plan, state
+
+
+def curl_argv(
+    plan: Plan,
+    url: str,
+    host: str | None = None,
+    timeout: float = 5.0,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """curl run from the client host on the Internet side."""
+    argv = ["curl", "-sS", "--max-time", str(timeout)]
+    if host:
+        argv += ["-H", f"Host: {host}"]
+    argv += [*(extra or []), url]
+    return in_ns(plan.node("inet").namespace, argv)
+
+
+def client_run(
+    plan: Plan, argv: list[str], timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` on the client host."""
+    return run(in_ns(plan.node("inet").namespace, argv), check=False, timeout=timeout)

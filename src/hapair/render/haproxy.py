@@ -1,0 +1,71 @@
+"""haproxy.cfg for an LB node (the seed's hapee-lb.cfg), and its check with ``haproxy -c``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from hapair.errors import EnvironmentProblem, OperationError
+from hapair.plan import Plan
+from hapair.render import render_template
+
+
+def render_haproxy(
+    plan: Plan,
+    node: str,
+    *,
+    backends: Sequence[tuple[str, str]] | None = None,
+    stats_socket: str = "/run/haproxy/admin.sock",
+    stats_password: str = "change-me",
+    cert_path: str | None = None,
+) -> str:
+    """Render haproxy.cfg for LB ``node``.
+
+    :param backends: (name, address) of each web server; default: the plan's web nodes.
+    :param stats_socket: path of the admin stats socket the agent and ``status`` read.
+    :param stats_password: password of the stats page on ``haproxy.stats_port``.
+    :param cert_path: PEM (cert + key) for the HTTPS frontend when ``haproxy.https`` is on.
+    """
+    h = plan.spec.haproxy
+    if backends is None:
+        backends = [(w.name, w.address) for w in plan.webs]
+    tls = h.https
+    if tls and not cert_path:
+        raise OperationError("haproxy.https is on but no certificate path was given")
+    return render_template(
+        "haproxy.cfg.j2",
+        h=h,
+        node=node,
+        cluster=plan.name,
+        backends=list(backends),
+        web_port=plan.spec.web.port,
+        stats_socket=stats_socket,
+        stats_password=stats_password,
+        tls=tls,
+        cert_path=cert_path or "",
+    )
+
+
+def check_haproxy(config: str) -> None:
+    """Validate a rendered config with ``haproxy -c``.
+
+    :raises EnvironmentProblem: haproxy is not installed.
+    :raises OperationError: haproxy rejects the config; the message carries its output.
+    """
+    exe = shutil.which("haproxy")
+    if exe is None:
+        raise EnvironmentProblem(
+            "haproxy is not installed: run `make setup` (or apt-get install haproxy)"
+        )
+    with tempfile.TemporaryDirectory(prefix="hapair-check-") as tmp:
+        cfg = Path(tmp) / "haproxy.cfg"
+        cfg.write_text(config)
+        proc = subprocess.run(
+            [exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60, check=False
+        )
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).strip()
+        raise OperationError(f"haproxy -c rejected the configuration:\n{out}")

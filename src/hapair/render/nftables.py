@@ -1,0 +1,41 @@
+"""nftables rules that play the seed's security groups inside each node's namespace."""
+
+from __future__ import annotations
+
+from hapair.plan import Plan, Role
+from hapair.render import render_template
+
+
+def lb_group(plan: Plan) -> list[str]:
+    """Every address of both LBs (primary and secondary): the seed's LB security group."""
+    out: list[str] = []
+    for lb in plan.lbs:
+        out.append(lb.address)
+        if lb.secondary:
+            out.append(lb.secondary)
+    return out
+
+
+def render_nftables(plan: Plan, node: str) -> str | None:
+    """The ruleset for ``node`` (an ``nft -f`` script), or ``None`` for nodes without an SG."""
+    n = plan.node(node)
+    spec = plan.spec
+    common = {"node": n.name, "cluster": plan.name, "lb_group": lb_group(plan)}
+    if n.role is Role.LB:
+        ports = [spec.haproxy.http_port]
+        if spec.haproxy.https:
+            ports.append(spec.haproxy.https_port)
+        elif 443 not in ports:
+            ports.append(443)  # the seed's SG opens 443 whether or not HTTPS is served
+        return render_template(
+            "lb.nft.j2",
+            **common,
+            http_ports=ports,
+            ha_port=spec.ha.port,
+            stats_port=spec.haproxy.stats_port,
+            admin_port=spec.admin.port,
+            admin_cidrs=list(spec.admin.cidrs),
+        )
+    if n.role is Role.WEB:
+        return render_template("web.nft.j2", **common, web_port=spec.web.port)
+    return None
