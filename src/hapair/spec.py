@@ -158,7 +158,7 @@ class HaproxySpec(_Model):
     retries: Bounded(0, 10) = 3  # type: ignore[valid-type]
     redispatch: bool = True
     forwardfor: bool = True
-    maxconn: Bounded(100, 1000000) = 20000  # type: ignore[valid-type]
+    maxconn: Bounded(100, 1000000) = 4096  # type: ignore[valid-type]
     # Worker threads per HAProxy.
     nbthread: Bounded(1, 64) = 2  # type: ignore[valid-type]
     # Stats page (the seed's dashboard on 9022), behind these credentials; an empty
@@ -231,6 +231,11 @@ class AwsSpec(_Model):
     ami: str = ""
     # EC2 key pair for SSH; empty = none (instances configure themselves through cloud-init).
     key_name: str = ""
+    # What cloud-init gives `pip install` for hapair on every node (a version, URL or path).
+    pip_spec: str = "hapair"
+    # An EC2 interface VPC endpoint, so an LB whose EIP has moved away can still reach the EC2
+    # API to take it back (~0.01 USD/h); off = the agents rely on their public addresses.
+    ec2_endpoint: bool = True
 
 
 class Spec(_Model):

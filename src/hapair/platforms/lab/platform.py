@@ -177,7 +177,8 @@ class LabPlatform(Platform):
             ):
                 started.append(f"{lb.name}/haproxy")
         for lb in plan.lbs:
-            services.wait_haproxy_ready(plan, paths, lb.name)
+            p = table[f"{lb.name}/haproxy"]
+            services.wait_haproxy_ready(plan, paths, lb.name, Proc(p["pid"], p["start"]))
         if self.engine == "hapair":
             progress("start the HA agents")
             for lb in plan.lbs:

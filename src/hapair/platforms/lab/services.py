@@ -79,7 +79,17 @@ def place_static(plan: Plan, node: str) -> None:
             )
 
 
-def wait_haproxy_ready(plan: Plan, paths: LabPaths, node: str, timeout: float = 60.0) -> None:
+def _log_tail(path: object, lines: int = 5) -> str:
+    try:
+        with open(str(path)) as f:
+            return " | ".join(x.strip() for x in f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_haproxy_ready(
+    plan: Plan, paths: LabPaths, node: str, proc: Proc | None = None, timeout: float = 60.0
+) -> None:
     """Wait until HAProxy answers on its stats socket and sees every backend UP.
 
     :raises OperationError: not ready in time (names the backends still down).
@@ -87,6 +97,9 @@ def wait_haproxy_ready(plan: Plan, paths: LabPaths, node: str, timeout: float = 
     deadline = time.monotonic() + timeout
     last = "stats socket not answering"
     while time.monotonic() < deadline:
+        if proc is not None and not procs.alive(proc):
+            log = paths.log(node, "haproxy")
+            raise OperationError(f"HAProxy on {node} exited: {_log_tail(log)} (see {log})")
         try:
             servers = show_stat(str(paths.haproxy_sock(node)), timeout=1.0)
         except OperationError as exc:

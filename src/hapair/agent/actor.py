@@ -1,0 +1,90 @@
+"""One actor per VIP: its resource-agent actions never run concurrently; the newest wish wins.
+
+The daemon sets ``desired``; the actor compares it with what it last read back and calls
+``start`` or ``stop``, each bounded by a timeout. A failed action is retried with backoff and
+reported (log + metric), never forgotten: the actor keeps trying until the real state matches
+the newest desired state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from hapair.agent.resources.base import FloatingIP
+from hapair.errors import HapairError
+
+logger = logging.getLogger(__name__)
+
+#: Called after every action: (vip, action "start"/"stop", ok, seconds taken, error or "").
+OnAction = Callable[[str, str, bool, float, str], None]
+
+
+class VipActor:
+    """Serialises the actions on one floating IP."""
+
+    def __init__(self, resource: FloatingIP, timeout: float, on_action: OnAction) -> None:
+        self.resource = resource
+        self.timeout = timeout
+        self.on_action = on_action
+        self.desired: bool | None = None
+        #: what this node really holds, as last read back (monitor) or just done
+        self.held: bool | None = None
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self._announce = False
+        self._acting = False
+
+    @property
+    def busy(self) -> bool:
+        """An action runs or is pending: what ``monitor`` reads now may be mid-change."""
+        return self._acting or self._wake.is_set()
+
+    def want(self, desired: bool, announce: bool = False) -> None:
+        """Ask for the VIP to be held (True) or not; ``announce`` re-sends a start even when
+        the address is already held (to send gratuitous ARPs again)."""
+        if desired != self.desired or announce:
+            self.desired = desired
+            self._announce = self._announce or (announce and desired)
+            self._wake.set()
+
+    def observed(self, held: bool) -> None:
+        """Record what ``monitor`` read back; wakes the actor if it differs from the wish."""
+        self.held = held
+        if self.desired is not None and held != self.desired:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """The actor's loop; runs until cancelled."""
+        backoff = 0.1
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            desired = self.desired
+            if desired is None or (desired == self.held and not self._announce):
+                continue
+            action = "start" if desired else "stop"
+            self._announce = False
+            t0 = time.monotonic()
+            self._acting = True
+            try:
+                async with asyncio.timeout(self.timeout):
+                    if desired:
+                        await self.resource.start()
+                    else:
+                        await self.resource.stop()
+            except (HapairError, OSError, TimeoutError) as exc:
+                self._acting = False
+                self.failures += 1
+                err = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+                self.on_action(self.resource.name, action, False, time.monotonic() - t0, err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()  # retry against the newest wish
+                continue
+            self._acting = False
+            backoff = 0.1
+            self.held = desired
+            self.on_action(self.resource.name, action, True, time.monotonic() - t0, "")
