@@ -17,8 +17,10 @@ from moto.ec2.models.elastic_ip_addresses import ElasticAddress
 from moto.ec2.responses.elastic_ip_addresses import ElasticIPAddresses
 from moto.server import ThreadedMotoServer
 
+from hapair.plan import Plan, make_plan
 from hapair.platforms.aws import AwsPlatform
 from hapair.platforms.aws.client import Timing
+from hapair.spec import parse
 
 REGION = "us-east-1"
 FAST = Timing(poll=0.02, wait=30.0, retry=5.0)
@@ -109,3 +111,22 @@ def cluster_name() -> str:
 def platform(aws_env: str) -> AwsPlatform:
     """The aws platform on the moto server, with short waits."""
     return AwsPlatform(region=REGION, endpoint_url=aws_env, timing=FAST)
+
+
+def aws_plan(name: str, ami: str, size: int = 3, **aws: Any) -> Plan:
+    """An aws plan with the given web size and ``aws`` fields; admin_cidrs narrowed."""
+    return make_plan(
+        parse(
+            {
+                "cluster": {"name": name, "platform": "aws"},
+                "web": {"size": size},
+                "aws": {"ami": ami, **aws},
+                "admin": {"cidrs": ["192.0.2.0/24"]},
+            }
+        )
+    )
+
+
+def flt(name: str) -> list[dict[str, Any]]:
+    """Filters selecting the resources of cluster ``name``."""
+    return [{"Name": "tag:hapair:cluster", "Values": [name]}]

@@ -6,31 +6,14 @@ import json
 from typing import Any
 
 import pytest
+from tests.aws.conftest import aws_plan, flt
 
 from hapair.errors import UsageError
-from hapair.plan import Plan, make_plan
+from hapair.plan import Plan
 from hapair.platforms.aws import AwsPlatform
 from hapair.platforms.aws.cost import estimate, format_estimate, total
 from hapair.platforms.aws.planner import format_changes
 from hapair.platforms.aws.security import Rule, observed_rules
-from hapair.spec import parse
-
-
-def aws_plan(name: str, ami: str, size: int = 3, **aws: Any) -> Plan:
-    return make_plan(
-        parse(
-            {
-                "cluster": {"name": name, "platform": "aws"},
-                "web": {"size": size},
-                "aws": {"ami": ami, **aws},
-                "admin": {"cidrs": ["192.0.2.0/24"]},
-            }
-        )
-    )
-
-
-def flt(name: str) -> list[dict[str, Any]]:
-    return [{"Name": "tag:hapair:cluster", "Values": [name]}]
 
 
 def count(ec2: Any, iam: Any, name: str) -> dict[str, Any]:
@@ -46,7 +29,13 @@ def count(ec2: Any, iam: Any, name: str) -> dict[str, Any]:
         "igws": len(ec2.describe_internet_gateways(Filters=flt(name))["InternetGateways"]),
         "rtbs": len(ec2.describe_route_tables(Filters=flt(name))["RouteTables"]),
         "sgs": len(ec2.describe_security_groups(Filters=flt(name))["SecurityGroups"]),
-        "endpoints": len(ec2.describe_vpc_endpoints(Filters=flt(name))["VpcEndpoints"]),
+        "endpoints": len(
+            [
+                e
+                for e in ec2.describe_vpc_endpoints(Filters=flt(name))["VpcEndpoints"]
+                if e["State"].lower() != "deleted"  # AWS lists deleted endpoints for a while
+            ]
+        ),
         "eips": len(ec2.describe_addresses(Filters=flt(name))["Addresses"]),
         "lb_enis": len(
             ec2.describe_network_interfaces(
@@ -69,8 +58,12 @@ def test_up_status_down(platform: AwsPlatform, ec2: Any, iam: Any, ami: str, clu
     assert [n["name"] for n in st["nodes"]] == ["lb1", "lb2", "web1", "web2", "web3"]
     assert {n["state"] for n in st["nodes"]} == {"running"}
     by_name = {n["name"]: n for n in st["nodes"]}
-    assert by_name["lb1"]["address"] == "10.20.1.11" and by_name["lb1"]["secondary"] == "10.20.1.111"
-    assert by_name["lb2"]["address"] == "10.20.1.12" and by_name["lb2"]["secondary"] == "10.20.1.112"
+    assert (
+        by_name["lb1"]["address"] == "10.20.1.11" and by_name["lb1"]["secondary"] == "10.20.1.111"
+    )
+    assert (
+        by_name["lb2"]["address"] == "10.20.1.12" and by_name["lb2"]["secondary"] == "10.20.1.112"
+    )
     assert [by_name[f"web{i}"]["address"] for i in (1, 2, 3)] == [
         "10.20.1.21",
         "10.20.1.22",
@@ -166,19 +159,33 @@ def test_security_group_rules(platform: AwsPlatform, ec2: Any, ami: str, cluster
     # A rule added by hand is revoked by the next up; a deleted one comes back.
     ec2.authorize_security_group_ingress(
         GroupId=ids["web"],
-        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80,
-                        "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 80,
+                "ToPort": 80,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
     )
     ec2.revoke_security_group_ingress(
         GroupId=ids["lb"],
-        IpPermissions=[{"IpProtocol": "udp", "FromPort": 694, "ToPort": 694,
-                        "UserIdGroupPairs": [{"GroupId": ids["lb"]}]}],
+        IpPermissions=[
+            {
+                "IpProtocol": "udp",
+                "FromPort": 694,
+                "ToPort": 694,
+                "UserIdGroupPairs": [{"GroupId": ids["lb"]}],
+            }
+        ],
     )
     drift = {c.resource: c for c in platform.plan_changes(aws_plan(cluster_name, ami, size=1))}
     assert drift[f"security group {cluster_name}-web-sg"].action == "change"
     platform.up(aws_plan(cluster_name, ami, size=1))
-    groups = {g["GroupId"]: g for g in ec2.describe_security_groups(GroupIds=list(ids.values()))[
-        "SecurityGroups"]}
+    groups = {
+        g["GroupId"]: g
+        for g in ec2.describe_security_groups(GroupIds=list(ids.values()))["SecurityGroups"]
+    }
     assert Rule("tcp", 80, 80, "0.0.0.0/0") not in observed_rules(groups[ids["web"]], ids)
     assert Rule("udp", 694, 694, "sg:lb") in observed_rules(groups[ids["lb"]], ids)
     platform.down(cluster_name)
@@ -201,9 +208,7 @@ def test_iam_policy_allows_only_the_agents_actions(
     assert actions == {"ec2:DescribeAddresses", "ec2:AssociateAddress", "ec2:DisassociateAddress"}
     assert all(s["Effect"] == "Allow" for s in doc["Statement"])
     move = next(s for s in doc["Statement"] if "ec2:AssociateAddress" in s["Action"])
-    assert move["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/hapair:cluster": cluster_name}
-    }
+    assert move["Condition"] == {"StringEquals": {"aws:ResourceTag/hapair:cluster": cluster_name}}
     profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [role]
     reservations = ec2.describe_instances(Filters=flt(cluster_name))["Reservations"]
@@ -226,8 +231,10 @@ def test_eips_on_each_lbs_primary_address(
             Filters=[*flt(cluster_name), {"Name": "tag:hapair:role", "Values": ["lb"]}]
         )["NetworkInterfaces"]
     }
-    for node, primary, secondary in (("lb1", "10.20.1.11", "10.20.1.111"),
-                                     ("lb2", "10.20.1.12", "10.20.1.112")):
+    for node, primary, secondary in (
+        ("lb1", "10.20.1.11", "10.20.1.111"),
+        ("lb2", "10.20.1.12", "10.20.1.112"),
+    ):
         addrs = {a["PrivateIpAddress"]: a["Primary"] for a in enis[node]["PrivateIpAddresses"]}
         assert addrs == {primary: True, secondary: False}
     addresses = {
@@ -239,9 +246,12 @@ def test_eips_on_each_lbs_primary_address(
     assert addresses["vip2"]["NetworkInterfaceId"] == enis["lb2"]["NetworkInterfaceId"]
     assert addresses["vip2"]["PrivateIpAddress"] == "10.20.1.12"
     # up does not fight the agents: an EIP moved to the peer stays where it is.
-    ec2.associate_address(AllocationId=addresses["vip1"]["AllocationId"],
-                          NetworkInterfaceId=enis["lb2"]["NetworkInterfaceId"],
-                          PrivateIpAddress="10.20.1.112", AllowReassociation=True)
+    ec2.associate_address(
+        AllocationId=addresses["vip1"]["AllocationId"],
+        NetworkInterfaceId=enis["lb2"]["NetworkInterfaceId"],
+        PrivateIpAddress="10.20.1.112",
+        AllowReassociation=True,
+    )
     platform.up(aws_plan(cluster_name, ami, size=1))
     vip1 = next(v for v in platform.status(cluster_name)["vips"] if v["name"] == "vip1")
     assert vip1["owner"] == "lb2" and vip1["association"]["slot"] == "secondary"

@@ -40,15 +40,22 @@ class Lab:
     def ns(self, node: str) -> str:
         return self.plan.node(node).namespace
 
-    def run(self, node: str, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", self.ns(node), *argv], capture_output=True,
-                              text=True, timeout=timeout)
+    def run(
+        self, node: str, argv: list[str], timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(node), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([HAPAIR, *args], capture_output=True, text=True, timeout=timeout)
 
-    def get(self, url: str, host: str | None = None, extra: list[str] | None = None,
-            timeout: float = 3) -> tuple[int, dict[str, str], str]:
+    def get(
+        self, url: str, host: str | None = None, extra: list[str] | None = None, timeout: float = 3
+    ) -> tuple[int, dict[str, str], str]:
         """GET from the client host; returns (curl exit code, headers, body)."""
         argv = ["curl", "-sS", "-i", "--max-time", str(timeout)]
         argv += ["-H", f"Host: {host or self.plan.spec.cluster.domain}"]
@@ -69,8 +76,9 @@ class Lab:
     def owners(self) -> dict[str, list[str]]:
         return self.platform.vip_owners(self.plan)
 
-    def wait_for(self, what: str, pred: Callable[[], bool], timeout: float,
-                 step: float = 0.1) -> float:
+    def wait_for(
+        self, what: str, pred: Callable[[], bool], timeout: float, step: float = 0.1
+    ) -> float:
         """Wait until ``pred()``; returns seconds waited; fails the test with ``what``."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:

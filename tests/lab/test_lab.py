@@ -77,15 +77,19 @@ def test_client_cannot_reach_a_web_node_directly(lab: Lab) -> None:
 
 def test_client_cannot_reach_heartbeat_port(lab: Lab) -> None:
     before = _sg_dropped(lab, "lb1")
-    script = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-              f"s.sendto(b'x'*40, ('{lab.plan.node('lb1').address}', 694))")
+    script = (
+        "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.sendto(b'x'*40, ('{lab.plan.node('lb1').address}', 694))"
+    )
     proc = lab.run("inet", ["python3", "-c", script])
     assert proc.returncode == 0, proc.stderr
     lab.wait_for("the SG to drop the datagram", lambda: _sg_dropped(lab, "lb1") > before, 5)
 
 
 def test_lb_reaches_web_port_80(lab: Lab) -> None:
-    proc = lab.run("lb1", ["curl", "-sS", "--max-time", "3", f"http://{lab.plan.node('web2').address}/"])
+    proc = lab.run(
+        "lb1", ["curl", "-sS", "--max-time", "3", f"http://{lab.plan.node('web2').address}/"]
+    )
     assert proc.returncode == 0, proc.stderr
     assert "served by: web2" in proc.stdout
 
@@ -97,7 +101,9 @@ def test_status_json_reads_owners_from_the_kernel(lab: Lab) -> None:
     assert st["name"] == lab.name
     assert [n["name"] for n in st["nodes"]][:4] == ["inet", "igw", "lb1", "lb2"]
     assert {v["name"]: (v["home"], v["owner"]) for v in st["vips"]} == {
-        "vip1": ("lb1", "lb1"), "vip2": ("lb2", "lb2")}
+        "vip1": ("lb1", "lb1"),
+        "vip2": ("lb2", "lb2"),
+    }
     ups = [b for b in st["backends"] if b.get("status") == "UP"]
     assert len(ups) == 6  # 3 backends seen UP by each of the two HAProxies
 
@@ -116,7 +122,8 @@ def test_up_with_another_spec_on_a_running_name_is_refused(lab: Lab) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         f"error: a lab named {lab.name} is already running with another spec; run "
-        f"`hapair down --name {lab.name}` first, or choose another --name")
+        f"`hapair down --name {lab.name}` first, or choose another --name"
+    )
 
 
 def test_secrets_are_private(lab: Lab) -> None:
@@ -166,7 +173,10 @@ def test_down_cleans_a_half_built_lab() -> None:
         subprocess.run(["ip", "netns", "add", f"{name}-{node}"], check=True)
     cluster_dir(name).mkdir(parents=True)
     (cluster_dir(name) / "state.json").write_text('{"complete": false}')
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "hapair"), "down",
-                           "--name", name], capture_output=True, text=True)
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "hapair"), "down", "--name", name],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert _leftovers(name) == []

@@ -29,10 +29,19 @@ def test_haproxy_cfg_passes_haproxy_check(size: int) -> None:
 
 def test_haproxy_cfg_has_the_seeds_settings() -> None:
     cfg = render_haproxy(make_plan(Spec()), "lb2", stats_password="pw")
-    for line in ("balance roundrobin", "cookie SERVERID insert indirect nocache",
-                 "option forwardfor", "option redispatch", "retries 3", "bind :80",
-                 "bind :9022", "stats auth admin:pw", "http-response set-header X-LB lb2",
-                 "option httpchk GET /health", "default-server inter 1000ms rise 2 fall 2"):
+    for line in (
+        "balance roundrobin",
+        "cookie SERVERID insert indirect nocache",
+        "option forwardfor",
+        "option redispatch",
+        "retries 3",
+        "bind :80",
+        "bind :9022",
+        "stats auth admin:pw",
+        "http-response set-header X-LB lb2",
+        "option httpchk GET /health",
+        "default-server inter 1000ms rise 2 fall 2",
+    ):
         assert line in cfg, line
     assert "ssl crt" not in cfg
 
@@ -41,9 +50,26 @@ def test_haproxy_cfg_with_https(tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.fail("openssl missing: run make setup")
     pem = tmp_path / "lab.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=x", "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "c")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-out",
+            str(tmp_path / "c"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     pem.write_text((tmp_path / "c").read_text() + (tmp_path / "k").read_text())
     plan = make_plan(parse({"haproxy": {"https": True}}))
     cfg = render_haproxy(plan, "lb1", stats_password="pw", cert_path=str(pem))
@@ -89,8 +115,14 @@ def test_dns_answers_with_both_vips() -> None:
 
 
 def test_agent_config_points_heartbeats_at_both_peer_addresses() -> None:
-    cfg = agent_config(make_plan(Spec()), "lb1", key_file="k", admin_token_file="t",
-                       stats_socket="s", api_socket="a")
+    cfg = agent_config(
+        make_plan(Spec()),
+        "lb1",
+        key_file="k",
+        admin_token_file="t",
+        stats_socket="s",
+        api_socket="a",
+    )
     assert cfg.peer == "lb2"
     assert cfg.peer_addresses == ["198.18.0.12", "198.18.0.112"]
     assert cfg.ping_nodes == ["198.18.0.1"]

@@ -38,33 +38,53 @@ def test_empty_file_is_the_default(tmp_path: Path) -> None:
     [
         ({"web": {"size": 0}}, "web.size: must be between 1 and 250 (got 0)"),
         ({"web": {"size": 251}}, "web.size: must be between 1 and 250 (got 251)"),
-        ({"lb": {"count": 3}},
-         "lb.count: must be 2; hapair runs exactly one active-active pair, as the original "
-         "stack (got 3)"),
+        (
+            {"lb": {"count": 3}},
+            "lb.count: must be 2; hapair runs exactly one active-active pair, as the original "
+            "stack (got 3)",
+        ),
         ({"web": {"port": 0}}, "web.port: must be between 1 and 65535 (got 0)"),
         ({"ha": {"port": 70000}}, "ha.port: must be between 1 and 65535 (got 70000)"),
-        ({"web": {"sise": 3}},
-         "web.sise: unknown field; see `hapair check --help` and the README's spec reference "
-         "for valid fields"),
-        ({"cluster": {"name": "Demo_1"}},
-         "cluster.name: must be 1-8 lowercase letters or digits, starting with a letter "
-         "(got 'Demo_1')"),
-        ({"cluster": {"platform": "gcp"}},
-         "cluster.platform: input should be 'lab' or 'aws' (got 'gcp')"),
-        ({"network": {"vips": ["10.0.0.1", "198.19.255.2"]}},
-         "network.vips: must lie in 198.18.0.0/15, the only range the lab uses (got 10.0.0.1)"),
-        ({"network": {"gateway": "not-an-ip"}},
-         "network.gateway: must be an IPv4 address (got 'not-an-ip')"),
-        ({"ha": {"interval_ms": 200}},
-         "ha: need interval_ms < warntime_ms <= deadtime_ms (got 200, 100, 150)"),
-        ({"ha": {"interval_ms": 80, "warntime_ms": 100, "deadtime_ms": 150}},
-         "ha.deadtime_ms: must be at least twice interval_ms (160) so that one lost heartbeat "
-         "is not a death (got 150)"),
-        ({"haproxy": {"balance": "random"}},
-         "haproxy.balance: input should be 'roundrobin', 'leastconn', 'source' or 'first' "
-         "(got 'random')"),
-        ({"admin": {"cidrs": ["10.0.0.0/33"]}},
-         "admin.cidrs.0: must be an IPv4 network such as 198.18.0.0/23 (got '10.0.0.0/33')"),
+        (
+            {"web": {"sise": 3}},
+            "web.sise: unknown field; see `hapair check --help` and the README's spec reference "
+            "for valid fields",
+        ),
+        (
+            {"cluster": {"name": "Demo_1"}},
+            "cluster.name: must be 1-8 lowercase letters or digits, starting with a letter "
+            "(got 'Demo_1')",
+        ),
+        (
+            {"cluster": {"platform": "gcp"}},
+            "cluster.platform: input should be 'lab' or 'aws' (got 'gcp')",
+        ),
+        (
+            {"network": {"vips": ["10.0.0.1", "198.19.255.2"]}},
+            "network.vips: must lie in 198.18.0.0/15, the only range the lab uses (got 10.0.0.1)",
+        ),
+        (
+            {"network": {"gateway": "not-an-ip"}},
+            "network.gateway: must be an IPv4 address (got 'not-an-ip')",
+        ),
+        (
+            {"ha": {"interval_ms": 200}},
+            "ha: need interval_ms < warntime_ms <= deadtime_ms (got 200, 100, 150)",
+        ),
+        (
+            {"ha": {"interval_ms": 80, "warntime_ms": 100, "deadtime_ms": 150}},
+            "ha.deadtime_ms: must be at least twice interval_ms (160) so that one lost heartbeat "
+            "is not a death (got 150)",
+        ),
+        (
+            {"haproxy": {"balance": "random"}},
+            "haproxy.balance: input should be 'roundrobin', 'leastconn', 'source' or 'first' "
+            "(got 'random')",
+        ),
+        (
+            {"admin": {"cidrs": ["10.0.0.0/33"]}},
+            "admin.cidrs.0: must be an IPv4 network such as 198.18.0.0/23 (got '10.0.0.0/33')",
+        ),
     ],
 )
 def test_each_invalid_field_names_itself(data: dict[str, object], message: str) -> None:
@@ -75,8 +95,16 @@ def test_each_invalid_field_names_itself(data: dict[str, object], message: str) 
 
 def test_web_nodes_must_fit_the_subnet() -> None:
     with pytest.raises(SpecError) as err:
-        parse({"network": {"vpc_cidr": "198.18.0.0/24", "gateway": "198.18.0.1",
-                           "web_first": "198.18.0.200"}, "web": {"size": 100}})
+        parse(
+            {
+                "network": {
+                    "vpc_cidr": "198.18.0.0/24",
+                    "gateway": "198.18.0.1",
+                    "web_first": "198.18.0.200",
+                },
+                "web": {"size": 100},
+            }
+        )
     assert err.value.problems == [
         "web.size: 100 web nodes from network.web_first 198.18.0.200 do not fit in "
         "network.vpc_cidr 198.18.0.0/24"

@@ -322,6 +322,14 @@ def test_get_with_a_body_is_served_and_the_body_dropped(srv: ServerThread) -> No
         assert c.read().body == b"ok\n"
 
 
+def test_expect_100_continue_gets_a_final_answer_and_a_close(srv: ServerThread) -> None:
+    with Client(srv.port) as c:
+        c.send(b"POST / HTTP/1.1\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        r = c.read()
+        assert (r.status, r.headers["connection"]) == (405, "close")
+        assert c.is_closed()
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

@@ -36,6 +36,8 @@ class VipActor:
         self._wake = asyncio.Event()
         self._announce = False
         self._acting = False
+        #: counts actions begun; a monitor reading taken across a change of it is stale
+        self.generation = 0
 
     @property
     def busy(self) -> bool:
@@ -69,6 +71,7 @@ class VipActor:
             self._announce = False
             t0 = time.monotonic()
             self._acting = True
+            self.generation += 1
             try:
                 async with asyncio.timeout(self.timeout):
                     if desired:

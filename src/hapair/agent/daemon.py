@@ -167,8 +167,17 @@ class Agent:
             pingable=self._pingable(),
             stable_ms=int(self.views.stable_ms(now)),
             standby=self.standby,
-            held=frozenset(n for n, a in self.actors.items() if a.held),
+            held=self._claimed(),
             wanted=frozenset(n for n, w in self.wanted.items() if w),
+        )
+
+    def _claimed(self) -> frozenset[str]:
+        """What the peer is told this node holds: held, not being released, and not an address
+        found at start that waits to be settled (it may be stale after a crash)."""
+        return frozenset(
+            n
+            for n, a in self.actors.items()
+            if a.held and a.desired is not False and n not in self._found_at_start
         )
 
     def _send(self) -> None:
@@ -208,7 +217,8 @@ class Agent:
             healthy=self.health.healthy,
             pingable=self._pingable(),
             standby=self.standby,
-            held=frozenset(n for n, a in self.actors.items() if a.held),
+            # A VIP being released counts as gone for this node's own decisions.
+            held=frozenset(n for n, a in self.actors.items() if a.held and a.desired is not False),
             peer_serving=peer_serving,
         )
         decision = decide(view)
@@ -237,8 +247,6 @@ class Agent:
             actor = self.actors[vip]
             if state is not PeerState.DEAD and peer is not None and vip in peer.held:
                 self.event(f"released {vip} found configured at start: {self.cfg.peer} holds it")
-                actor.held = False
-                actor.desired = True  # so that want(False) below is a change
                 actor.want(False)
                 self.wanted[vip] = False
         self._found_at_start = set()
@@ -323,6 +331,7 @@ class Agent:
             if actor.busy:
                 continue  # an action is under way; read back next round
             name = actor.resource.name
+            generation = actor.generation
             try:
                 result = await asyncio.wait_for(
                     actor.resource.monitor(), self.cfg.action_timeout_ms / 1000
@@ -330,8 +339,8 @@ class Agent:
             except (HapairError, TimeoutError) as exc:
                 logger.warning("monitor of %s failed: %s", name, exc)
                 continue
-            if actor.busy:
-                continue
+            if actor.busy or actor.generation != generation:
+                continue  # it acted while we read: the reading may be stale
             if actor.desired is not None and result.held != actor.desired:
                 what = "missing here" if actor.desired else "held here but not wanted"
                 self.event(f"repairing drift: {name} was {what} ({result.detail})", logging.WARNING)

@@ -17,7 +17,12 @@ Behaviour, for the record:
 - ``/health`` answers 200 ``ok`` and is *not* counted, so HAProxy's checks do not inflate
   the request counter; every ``GET`` or ``HEAD`` of any other path is counted.
 - A connection that completes no request for ``idle_timeout`` seconds is closed (this covers
-  idle keep-alive connections and clients that trickle a head byte by byte).
+  idle keep-alive connections and clients that trickle a head byte by byte); one that still
+  has unread responses ``idle_timeout`` later is aborted.
+- When the client stops reading its responses, the server stops reading its requests
+  (``pause_writing``), so a pipelining client cannot make the process buffer without bound.
+- ``Host`` is not required. ``Expect: 100-continue`` is not answered: a request with a body
+  and ``Expect`` gets its final response and a close.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ _H_ACCEPT = b"\r\naccept:"
 _H_CONNECTION = b"\r\nconnection:"
 _H_CONTENT_LENGTH = b"\r\ncontent-length:"
 _H_TRANSFER_ENCODING = b"\r\ntransfer-encoding:"
+_H_EXPECT = b"\r\nexpect:"
 _H_FORWARDED_FOR = b"\r\nx-forwarded-for:"
 _H_LB = b"\r\nx-hapair-lb:"
 
@@ -224,8 +230,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._idle += 1
         if self._idle >= limit and self._transport is not None:
-            self._closing = True
-            self._transport.close()
+            if self._closing:  # closed, yet its last responses are still unread: give up on them
+                self._transport.abort()
+            else:
+                self._closing = True
+                self._transport.close()
 
     def close(self) -> None:
         """Close the connection (at shutdown); pending responses are still sent."""
@@ -307,7 +316,11 @@ class HttpProtocol(asyncio.Protocol):
                     close = True
                     break
                 length = int(value)
-                if length:
+                if length and _H_EXPECT in low:
+                    # The client may wait for "100 Continue" and never send the body: a
+                    # final answer and a close keep both sides in step.
+                    mode = _CLOSE
+                elif length:
                     if size - pos >= length:
                         pos += length
                     else:

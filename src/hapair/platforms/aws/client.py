@@ -76,8 +76,9 @@ def tag_spec(resource_type: str, tags: list[dict[str, str]]) -> list[dict[str, A
 
 
 def tags_of(resource: Any) -> dict[str, str]:
-    """A resource's ``Tags`` list as a dict."""
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+    """A resource's tags as a dict (``Tags``, or ``TagSet`` for network interfaces)."""
+    tags = resource.get("Tags") or resource.get("TagSet") or []
+    return {t["Key"]: t["Value"] for t in tags}
 
 
 def cluster_filter(cluster: str, *more: tuple[str, Sequence[str]]) -> list[dict[str, Any]]:

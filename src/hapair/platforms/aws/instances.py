@@ -3,23 +3,20 @@ and web instances, and their removal in dependency order."""
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 
 from hapair.errors import CloudError
-from hapair.plan import Role
 from hapair.platforms.aws.client import (
     IAM_PROPAGATION,
     NOT_VISIBLE_YET,
     STILL_IN_USE,
-    TAG_VIP,
     Aws,
     cluster_tags,
     tag_spec,
     tags_of,
 )
-from hapair.platforms.aws.inventory import LIVE_STATES, Inventory
+from hapair.platforms.aws.inventory import Inventory
 from hapair.platforms.aws.layout import NodeLayout
 
 logger = logging.getLogger(__name__)
@@ -171,7 +168,8 @@ def launch(
         "InstanceType": node.instance_type,
         "MinCount": 1,
         "MaxCount": 1,
-        "UserData": base64.b64encode(user_data).decode(),
+        # boto3 base64-encodes UserData itself (str or bytes).
+        "UserData": user_data,
         "NetworkInterfaces": nics,
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
         "TagSpecifications": [
@@ -302,18 +300,3 @@ def delete_enis(aws: Aws, inv: Inventory) -> None:
 def node_name(instance: dict[str, Any]) -> str:
     """The ``hapair:node`` of an instance."""
     return tags_of(instance).get("hapair:node", "")
-
-
-def is_live(instance: dict[str, Any]) -> bool:
-    """The instance has not been terminated (or is not being terminated)."""
-    return str(instance.get("State", {}).get("Name")) in LIVE_STATES
-
-
-def vip_of(address: dict[str, Any]) -> str:
-    """The ``hapair:vip`` of an EIP."""
-    return tags_of(address).get(TAG_VIP, "")
-
-
-def web_nodes(nodes: tuple[NodeLayout, ...]) -> list[NodeLayout]:
-    """The web nodes of a layout."""
-    return [n for n in nodes if n.role is Role.WEB]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from hapair.platforms.aws.client import tags_of
 from hapair.platforms.aws.cost import INSTANCE_HOURLY
 from hapair.platforms.aws.inventory import Inventory
 from hapair.platforms.aws.layout import AwsLayout
@@ -85,7 +86,7 @@ def plan_changes(spec: Spec, layout: AwsLayout, inv: Inventory) -> list[Change]:
         )
     wanted = {n.name for n in layout.nodes}
     for inst in inv.instances:
-        name = next((t["Value"] for t in inst.get("Tags", []) if t["Key"] == "hapair:node"), "")
+        name = tags_of(inst).get("hapair:node", "")
         if name not in wanted:
             out.append(
                 Change(

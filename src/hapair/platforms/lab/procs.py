@@ -49,8 +49,18 @@ def alive(p: Proc | None) -> bool:
     return st is not None and st[0] not in ("Z", "X", "x") and st[1] == p.start
 
 
+#: Children this process started: kept so that they are reaped (no zombies pile up in a
+#: long-lived caller such as the test suite) and not reported as leaked by the interpreter.
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
+def _reap() -> None:
+    _CHILDREN[:] = [c for c in _CHILDREN if c.poll() is None]
+
+
 def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Proc:
     """Start ``argv`` inside namespace ``ns``, detached, output appended to ``log``."""
+    _reap()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         try:
@@ -65,6 +75,7 @@ def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = 
             )
         except OSError as exc:
             raise OperationError(f"cannot start {argv[0]} in {ns}: {exc}") from exc
+    _CHILDREN.append(child)
     st = stat(child.pid)
     if st is None:
         raise OperationError(f"{argv[0]} in {ns} exited at once; see {log}")
