@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Cluster name (namespace prefix).")]
+RegionOpt = Annotated[str | None, typer.Option(help="aws: region (default: AWS configuration).")]
 SpecOpt = Annotated[Path | None, typer.Option("--spec", "-s", help="Spec file (hapair.toml).")]
 DEFAULT_SPEC = Path("hapair.toml")
 
@@ -92,8 +93,15 @@ def up(
     if s.cluster.platform == "aws":
         from hapair.platforms.aws import AwsPlatform
 
-        AwsPlatform().up(plan, steps)
+        aws = AwsPlatform(region=s.aws.region or None)
+        aws.up(plan, steps)
         steps.finish()
+        for v in aws.status(plan.name)["vips"]:
+            typer.echo(f"  {v['name']}: {v['address']} (home {v['home']}, owner {v['owner']})")
+        typer.echo(
+            f"  point {s.cluster.domain} at both addresses; `hapair down --platform aws "
+            f"--name {plan.name}` removes everything"
+        )
         return
     try:
         lab(engine).up(plan, steps)
@@ -118,14 +126,16 @@ def up(
 
 @app.command()
 def down(
-    name: NameOpt = "demo", platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab"
+    name: NameOpt = "demo",
+    platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab",
+    region: RegionOpt = None,
 ) -> None:
     """Remove every namespace, link, process and file that `up` made; idempotent."""
     steps = Steps()
     if platform == "aws":
         from hapair.platforms.aws import AwsPlatform
 
-        found = AwsPlatform().down(name, steps)
+        found = AwsPlatform(region=region).down(name, steps)
     else:
         found = lab().down(name, steps)
     steps.finish()
@@ -137,12 +147,13 @@ def status(
     name: NameOpt = "demo",
     as_json: Annotated[bool, typer.Option("--json")] = False,
     platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab",
+    region: RegionOpt = None,
 ) -> None:
     """Nodes, floating IPs (owner read live) and backends as each HAProxy sees them."""
     if platform == "aws":
         from hapair.platforms.aws import AwsPlatform
 
-        st = AwsPlatform().status(name)
+        st = AwsPlatform(region=region).status(name)
     else:
         st = lab().status(name)
     if as_json:
@@ -203,6 +214,28 @@ def check(
     for v in plan.vips:
         typer.echo(f"  {v.name:<7} vip  home {v.home:<11} {v.address}")
     typer.echo(f"  dns     {s.cluster.domain} -> {', '.join(v.address for v in plan.vips)}")
+
+
+@app.command(name="plan")
+def plan_cmd(
+    spec: SpecOpt = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    web_size: Annotated[int | None, typer.Option()] = None,
+    platform: Annotated[str, typer.Option(help="aws (the lab has `check`).")] = "aws",
+    region: RegionOpt = None,
+) -> None:
+    """What `up --platform aws` would create or change, with an hourly cost estimate."""
+    if platform != "aws":
+        raise UsageError("plan: only --platform aws; for the lab, `hapair check` prints the plan")
+    from hapair.platforms.aws import AwsPlatform
+    from hapair.platforms.aws.cost import format_estimate
+    from hapair.platforms.aws.planner import format_changes
+
+    s = load_spec(spec, name, web_size, "aws")
+    p = make_plan(s)
+    aws = AwsPlatform(region=region or s.aws.region or None)
+    typer.echo(format_changes(aws.plan_changes(p)))
+    typer.echo(format_estimate(aws.cost(p)))
 
 
 @app.command()
