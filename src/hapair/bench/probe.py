@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,8 +114,14 @@ async def run_probe(
     host: str = "hapair",
     dns_aware: bool = False,
     t0: float | None = None,
+    stop: asyncio.Event | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
 ) -> list[Sample]:
-    """Fire requests at ``rate`` per second for ``duration`` seconds; return every sample."""
+    """Fire requests at ``rate`` per second for ``duration`` seconds; return every sample.
+
+    ``stop``, once set, ends the run early (requests in flight still finish within their
+    deadline); ``on_sample`` is called with each sample as soon as it completes.
+    """
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
     count = min(int(rate * duration), MAX_REQUESTS)
@@ -121,12 +129,39 @@ async def run_probe(
     begin = time.monotonic()
     tasks = []
     for i in range(count):
+        if stop is not None and stop.is_set():
+            break
         at = begin + i / rate
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(targets, port, host, timeout, t0, dns_aware)))
+        task = asyncio.ensure_future(one(targets, port, host, timeout, t0, dns_aware))
+        if on_sample is not None:
+            task.add_done_callback(lambda t, cb=on_sample: cb(t.result()))
+        tasks.append(task)
     return list(await asyncio.gather(*tasks))
+
+
+async def _run_main(
+    a: argparse.Namespace, on_sample: Callable[[Sample], None] | None
+) -> list[Sample]:
+    """The CLI's run: SIGTERM or SIGINT stops it early and still writes what was measured."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_probe(
+        a.target,
+        a.rate,
+        a.duration,
+        a.timeout,
+        a.port,
+        a.host,
+        a.dns_aware,
+        a.epoch,
+        stop,
+        on_sample,
+    )
 
 
 def main() -> None:
@@ -148,15 +183,23 @@ def main() -> None:
         help="CLOCK_MONOTONIC value that counts as t=0 (to line up with faults)",
     )
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="write each sample as soon as it completes (in completion order)",
+    )
     a = p.parse_args()
     if a.duration > 3600 or a.rate > 5000:
         p.error("bounded: at most 3600 s and 5000 requests/s")
-    samples = asyncio.run(
-        run_probe(a.target, a.rate, a.duration, a.timeout, a.port, a.host, a.dns_aware, a.epoch)
-    )
-    out = a.out.open("w") if a.out else sys.stdout
-    for s in samples:
+    out = a.out.open("w", buffering=1) if a.out else sys.stdout
+
+    def write(s: Sample) -> None:
         out.write(json.dumps(asdict(s)) + "\n")
+
+    samples = asyncio.run(_run_main(a, write if a.stream else None))
+    if not a.stream:
+        for s in samples:
+            write(s)
     if a.out:
         out.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ class BackgroundProbe:
         timeout: float = 1.0,
         dns_aware: bool = False,
         epoch: float | None = None,
+        stream: bool = False,
     ) -> None:
         self.plan = plan
         self.duration = duration
@@ -59,6 +61,8 @@ class BackgroundProbe:
             argv += ["--target", t]
         if dns_aware:
             argv.append("--dns-aware")
+        if stream:
+            argv.append("--stream")
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait(self) -> list[Sample]:
@@ -73,6 +77,26 @@ class BackgroundProbe:
         samples = [Sample(**json.loads(line)) for line in self.out.read_text().splitlines()]
         self._dir.cleanup()
         return sorted(samples, key=lambda s: s.start)
+
+    def samples(self) -> list[Sample]:
+        """The samples written so far (only with ``stream=True``), in completion order."""
+        try:
+            text = self.out.read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(Sample(**json.loads(line)))
+            except ValueError:
+                break  # a line being written right now
+        return out
+
+    def stop(self) -> list[Sample]:
+        """End the run early (requests in flight finish) and return every sample."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait()
 
     def now(self) -> float:
         """Seconds since the probe's epoch (the same clock as the samples)."""

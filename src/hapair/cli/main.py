@@ -304,17 +304,25 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # the safety net: anything else is a bug
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        click_exc = _click_exception(exc)
+        if click_exc is not None:
+            click_exc.show()
+            sys.exit(
+                2
+                if "UsageError" in type(exc).__name__ or "BadParameter" in type(exc).__name__
+                else getattr(exc, "exit_code", 2)
+            )
         typer.echo(f"internal error, please report it: {exc!r}", err=True)
         if debug:
             traceback.print_exc()
         else:
             typer.echo("(run again with --debug for the traceback)", err=True)
         sys.exit(70)
+
+
+def _click_exception(exc: Exception) -> Any:
+    """The command-line parser's own usage errors (typer vendors click in some versions)."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ == "ClickException" and hasattr(exc, "show"):
+            return exc
+    return None

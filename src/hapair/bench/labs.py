@@ -1,0 +1,87 @@
+"""Labs for benchmarks: build one for an engine, look at it from the client, wait for it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from hapair.errors import OperationError
+from hapair.plan import Plan, make_plan
+from hapair.platforms.lab.platform import Engine, LabPlatform, client_run
+from hapair.platforms.lab.state import load_state
+from hapair.spec import parse
+
+HOME = {"vip1": ["lb1"], "vip2": ["lb2"]}
+
+
+class BenchPlatform(LabPlatform):
+    """The lab platform; with engine ``none`` it does not wait for VIPs to be placed, since the
+    benchmark starts keepalived or heartbeat itself after ``up``."""
+
+    def wait_vips(self, plan: Plan, timeout: float = 30.0) -> None:
+        """See :meth:`LabPlatform.wait_vips`; a no-op when nobody places the VIPs yet."""
+        if self.engine != "none":
+            super().wait_vips(plan, timeout)
+
+
+def bench_name() -> str:
+    """A unique lab name (``hp`` + 6 hex, swept by ``make clean-lab``)."""
+    return "hp" + secrets.token_hex(3)
+
+
+def build(name: str, engine: Engine, web_size: int = 3) -> tuple[Plan, BenchPlatform]:
+    """Build a lab; on failure nothing is left behind."""
+    plan = make_plan(parse({"cluster": {"name": name}, "web": {"size": web_size}}))
+    lab = BenchPlatform(engine)
+    try:
+        lab.up(plan)
+    except BaseException:
+        lab.down(name)
+        raise
+    return plan, lab
+
+
+def served_by(plan: Plan, address: str, timeout: float = 1.0) -> str | None:
+    """Which LB served ``GET /`` on ``address`` from the client host (None: no 200)."""
+    argv = ["curl", "-sS", "--max-time", str(timeout), "-H", f"Host: {plan.spec.cluster.domain}"]
+    argv += ["-o", "/dev/null", "-D", "-", "-w", "%{http_code}", f"http://{address}/"]
+    proc = client_run(plan, argv, timeout + 5)
+    if proc.returncode != 0 or not proc.stdout.endswith("200"):
+        return None
+    for line in proc.stdout.splitlines():
+        k, _, v = line.partition(":")
+        if k.lower() == "x-lb":
+            return v.strip()
+    return None
+
+
+def is_steady(plan: Plan, lab: LabPlatform) -> bool:
+    """VIP1 only on lb1, VIP2 only on lb2, and each answers through its home LB."""
+    if lab.vip_owners(plan) != HOME:
+        return False
+    return served_by(plan, plan.vips[0].address) == "lb1" and (
+        served_by(plan, plan.vips[1].address) == "lb2"
+    )
+
+
+def wait_until(what: str, pred: Callable[[], bool], timeout: float, step: float = 0.2) -> float:
+    """Poll ``pred`` until true; returns the seconds it took.
+
+    :raises OperationError: not true within ``timeout``.
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(step)
+    raise OperationError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def haproxy_pid(name: str, lb: str) -> int:
+    """PID of the HAProxy master the lab started on ``lb`` (from the lab's state)."""
+    state = load_state(name) or {}
+    entry = state.get("procs", {}).get(f"{lb}/haproxy")
+    if not entry:
+        raise OperationError(f"no HAProxy recorded for {lb} in lab {name}")
+    return int(entry["pid"])
