@@ -257,3 +257,54 @@ def test_status_shows_agents_and_events(ha: Lab) -> None:
         assert a["events"]
     text = ha.cli("status", "--name", ha.name).stdout
     assert "agents" in text and "peer lb2 up" in text
+
+
+def _agent_pid(lab: Lab, node: str) -> int:
+    from hapair.platforms.lab.state import load_state
+
+    state = load_state(lab.name)
+    assert state is not None
+    return int(state["procs"][f"{node}/agent"]["pid"])
+
+
+def test_sigterm_hands_the_vip_over_before_exiting(ha: Lab) -> None:
+    import os
+    import signal
+
+    probe = BackgroundProbe(ha.plan, [ha.vip(1)], rate=50, duration=5, timeout=1.0)
+    time.sleep(1)
+    os.kill(_agent_pid(ha, "lb1"), signal.SIGTERM)
+    ha.wait_for("VIP1 only on lb2", lambda: ha.owners()["vip1"] == ["lb2"], 6)
+    samples = probe.wait()
+    assert [s for s in samples if not s.ok] == []
+    log = (LabPaths(ha.name).log("lb1", "agent")).read_text()
+    assert "stopping: handing vip1 to lb2" in log
+    assert "lb1 stopped" in log
+
+
+def test_sighup_reloads_timings(ha: Lab) -> None:
+    import os
+    import signal
+
+    path = LabPaths(ha.name).agent_toml("lb1")
+    original = path.read_text()
+    try:
+        path.write_text(original.replace("failback_delay_ms = 3000", "failback_delay_ms = 4000"))
+        os.kill(_agent_pid(ha, "lb1"), signal.SIGHUP)
+        ha.wait_for(
+            "the reload", lambda: status(ha, "lb1")["config"]["failback_delay_ms"] == 4000, 3
+        )
+        assert any(e["message"] == "configuration reloaded" for e in status(ha, "lb1")["events"])
+        path.write_text(original.replace('node = "lb1"', 'node = "lb9"'))
+        os.kill(_agent_pid(ha, "lb1"), signal.SIGHUP)
+        ha.wait_for(
+            "the refusal",
+            lambda: any(
+                "reload refused: node need a restart" in e["message"]
+                for e in status(ha, "lb1")["events"]
+            ),
+            3,
+        )
+    finally:
+        path.write_text(original)
+        os.kill(_agent_pid(ha, "lb1"), signal.SIGHUP)

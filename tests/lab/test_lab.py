@@ -180,3 +180,24 @@ def test_down_cleans_a_half_built_lab() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert _leftovers(name) == []
+
+
+def test_https_with_a_generated_self_signed_certificate() -> None:
+    lab = start_lab(
+        parse({"cluster": {"name": lab_name()}, "web": {"size": 1}, "haproxy": {"https": True}}),
+        engine="static",
+    )
+    try:
+        code, headers, body = lab.get(f"https://{lab.vip(1)}/", extra=["-k"])
+        assert code == 0, body
+        assert headers[":status"] == "200" and "served by: web1" in body
+        pem = cluster_dir(lab.name) / "secrets" / "lab.pem"
+        assert pem.stat().st_mode & 0o077 == 0
+        subject = subprocess.run(
+            ["openssl", "x509", "-noout", "-subject", "-in", str(pem)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert "www.hapair.test" in subject
+    finally:
+        lab.platform.down(lab.name)

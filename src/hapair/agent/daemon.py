@@ -388,6 +388,12 @@ class Agent:
             "held": sorted(n for n, a in self.actors.items() if a.held),
             "wanted": sorted(n for n, w in self.wanted.items() if w),
             "reasons": dict(self.reasons),
+            "config": {
+                k: getattr(self.cfg, k)
+                for k in ("interval_ms", "warntime_ms", "deadtime_ms", "initdead_ms",
+                          "auto_failback", "failback_delay_ms", "health_interval_ms",
+                          "min_move_interval_ms", "ping_nodes")
+            },
             "counters": {
                 "heartbeats_sent": self.seq,
                 "dropped": dict(self.decoder.dropped),
