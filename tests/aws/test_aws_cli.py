@@ -11,10 +11,13 @@ HAPAIR = str(Path(sys.executable).parent / "hapair")
 
 def test_plan_lists_what_up_would_create(ami: str, cluster_name: str, tmp_path: Path) -> None:
     spec = tmp_path / "hapair.toml"
-    spec.write_text(f'[cluster]\nname = "{cluster_name}"\nplatform = "aws"\n'
-                    f'[aws]\nami = "{ami}"\n[web]\nsize = 4\n')
-    proc = subprocess.run([HAPAIR, "plan", "--spec", str(spec)], capture_output=True, text=True,
-                          timeout=120)
+    spec.write_text(
+        f'[cluster]\nname = "{cluster_name}"\nplatform = "aws"\n'
+        f'[aws]\nami = "{ami}"\n[web]\nsize = 4\n'
+    )
+    proc = subprocess.run(
+        [HAPAIR, "plan", "--spec", str(spec)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "create" in out
@@ -23,8 +26,12 @@ def test_plan_lists_what_up_would_create(ami: str, cluster_name: str, tmp_path: 
 
 
 def test_status_of_a_cluster_that_does_not_exist(cluster_name: str) -> None:
-    proc = subprocess.run([HAPAIR, "status", "--platform", "aws", "--name", cluster_name],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [HAPAIR, "status", "--platform", "aws", "--name", cluster_name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ")
     assert cluster_name in proc.stderr
