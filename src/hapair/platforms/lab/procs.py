@@ -6,6 +6,7 @@ machines PID 1 reaps orphans about a second late, and a zombie answers ``kill -0
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -56,6 +57,9 @@ _CHILDREN: list[subprocess.Popen[bytes]] = []
 
 def _reap() -> None:
     _CHILDREN[:] = [c for c in _CHILDREN if c.poll() is None]
+
+
+atexit.register(_reap)
 
 
 def spawn(ns: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Proc:
