@@ -20,7 +20,7 @@ from typing import Any
 from hapair.agent.actor import VipActor
 from hapair.agent.api import StatusApi
 from hapair.agent.config import AgentConfig, load_agent_config
-from hapair.agent.health import Health, Pinger, check_haproxy, http_ok
+from hapair.agent.health import Health, HealthGate, Pinger, check_haproxy, http_ok
 from hapair.agent.logs import setup_logging
 from hapair.agent.membership import Membership, PeerState
 from hapair.agent.metrics import Metrics
@@ -75,6 +75,7 @@ class Agent:
             for r in self.resources
         }
         self.health = Health(False, "not checked yet")
+        self.health_gate = HealthGate(rise=2, fall=2)
         self.pinger = Pinger(list(cfg.ping_nodes))
         self.peer_served_at: float | None = None
         self.views = ViewBuilder(cfg)
@@ -301,12 +302,13 @@ class Agent:
             await asyncio.sleep(max(delay, 0))
 
     async def _check_health(self) -> None:
-        h = await check_haproxy(
+        reading = await check_haproxy(
             self.cfg.stats_socket,
             self.cfg.http_port,
             self.cfg.check_path,
             timeout=min(0.5, self.cfg.health_interval_ms / 1000 * 5),
         )
+        h = self.health_gate.update(reading)
         if h.healthy != self.health.healthy:
             self.event(f"health: {h.summary}")
             self.metrics.healthy.set(1 if h.healthy else 0)
@@ -390,9 +392,17 @@ class Agent:
             "reasons": dict(self.reasons),
             "config": {
                 k: getattr(self.cfg, k)
-                for k in ("interval_ms", "warntime_ms", "deadtime_ms", "initdead_ms",
-                          "auto_failback", "failback_delay_ms", "health_interval_ms",
-                          "min_move_interval_ms", "ping_nodes")
+                for k in (
+                    "interval_ms",
+                    "warntime_ms",
+                    "deadtime_ms",
+                    "initdead_ms",
+                    "auto_failback",
+                    "failback_delay_ms",
+                    "health_interval_ms",
+                    "min_move_interval_ms",
+                    "ping_nodes",
+                )
             },
             "counters": {
                 "heartbeats_sent": self.seq,

@@ -28,6 +28,35 @@ class Health:
     summary: str
     backends_up: int = 0
     backends_total: int = 0
+    #: a failure that cannot be transient (HAProxy does not answer at all)
+    hard: bool = False
+
+
+class HealthGate:
+    """Debounces readings like HAProxy's own checks: ``fall`` failed readings in a row make a
+    healthy node unhealthy (a hard failure at once), ``rise`` good ones make it healthy again.
+    Pure: feed it readings, it returns the health to act on."""
+
+    def __init__(self, rise: int = 2, fall: int = 2) -> None:
+        self.rise = rise
+        self.fall = fall
+        self.current: Health | None = None
+        self._streak = 0
+
+    def update(self, reading: Health) -> Health:
+        """The effective health after one more reading."""
+        cur = self.current
+        if cur is None or reading.hard:
+            self.current, self._streak = reading, 0
+            return reading
+        if reading.healthy == cur.healthy:
+            self._streak = 0
+            self.current = reading
+            return reading
+        self._streak += 1
+        if self._streak >= (self.rise if reading.healthy else self.fall):
+            self.current, self._streak = reading, 0
+        return self.current
 
 
 async def http_ok(
@@ -60,7 +89,7 @@ async def check_haproxy(stats_socket: str, port: int, path: str, timeout: float 
     try:
         servers = await show_stat_async(stats_socket, timeout)
     except OperationError:
-        return Health(False, "haproxy does not answer on its stats socket")
+        return Health(False, "haproxy does not answer on its stats socket", hard=True)
     up = sum(1 for s in servers if s.up)
     total = len(servers)
     if up == 0:
