@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -113,15 +114,29 @@ def up(
     typer.echo(f"ready in {time.monotonic() - steps.t0:.1f} s\n")
     net = s.network
     typer.echo(
-        f"  {s.cluster.domain} -> {net.vips[0]} (vip1, home lb1), {net.vips[1]} (vip2, home lb2)"
+        f"  {s.cluster.domain} -> {net.vips[0]} (vip1, home lb1), {net.vips[1]} (vip2, home lb2)\n"
     )
-    typer.echo(f"  try:  hapair curl --name {plan.name}            (through the DNS name)")
-    typer.echo(f"        hapair curl --name {plan.name} --vip 2    (through VIP2)")
-    typer.echo(f"        hapair status --name {plan.name}")
-    typer.echo(
-        f"        hapair kill --name {plan.name} lb1 ; hapair curl --name {plan.name} --vip 1"
-    )
-    typer.echo(f"        hapair down --name {plan.name}")
+
+    def cmd(sub: str, rest: str = "") -> str:
+        named = "" if plan.name == "demo" else f" --name {plan.name}"
+        return f"{_prog()} {sub}{named}{rest}"
+
+    typer.echo(f"  try:  {cmd('curl')}              (through the DNS name)")
+    typer.echo(f"        {cmd('curl', ' --vip 2')}      (through VIP2)")
+    typer.echo(f"        {cmd('status')}")
+    typer.echo(f"        {cmd('kill', ' lb1')}  then  {cmd('curl', ' --vip 1')}")
+    typer.echo(f"        {cmd('revive', ' lb1')}")
+    typer.echo(f"        {cmd('down')}")
+
+
+def _prog() -> str:
+    """How to call this CLI again: plain ``hapair`` when it is on PATH, else its path."""
+    found = shutil.which("hapair")
+    me = os.path.realpath(sys.argv[0])
+    if found and os.path.realpath(found) == me:
+        return "hapair"
+    rel = os.path.relpath(me)
+    return rel if not rel.startswith("..") else me
 
 
 @app.command()

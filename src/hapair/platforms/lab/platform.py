@@ -8,6 +8,7 @@ another spec is refused. ``down`` needs no state: it finds the lab's namespaces 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from typing import Any, Literal
@@ -226,7 +227,9 @@ class LabPlatform(Platform):
         if namespaces:
             progress(f"stop processes and remove {len(namespaces)} namespaces")
         for ns in namespaces:
-            procs.kill_namespace(ns)
+            # Tearing down: the agents must not hand their VIPs around, so LBs get SIGKILL.
+            lb = ns.rsplit("-", 1)[1].startswith("lb")
+            procs.kill_namespace(ns, first=signal.SIGKILL if lb else signal.SIGTERM)
         for ns in namespaces:
             network.remove_namespace(ns)
             found = True

@@ -115,12 +115,13 @@ def ns_pids(ns: str) -> list[int]:
     return [int(x) for x in out.split() if x.isdigit()]
 
 
-def kill_namespace(ns: str, grace: float = 3.0) -> int:
-    """SIGTERM then SIGKILL every process in ``ns``; returns how many there were."""
+def kill_namespace(ns: str, grace: float = 3.0, first: int = signal.SIGTERM) -> int:
+    """Send ``first`` (SIGTERM), then SIGKILL after ``grace`` s, to every process in ``ns``;
+    returns how many there were."""
     pids = ns_pids(ns)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, first)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         left = [p for p in ns_pids(ns) if (st := stat(p)) is not None and st[0] not in "ZXx"]
