@@ -12,6 +12,7 @@ Definitions follow ``anchors.md`` so hapair's figures compare with keepalived's 
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def longest_gap(samples: Sequence[Sample], since: float, until: float | None = N
     points = [since, *ends]
     if until > points[-1]:
         points.append(until)
-    return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
+    return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
 
 
 def trial_metrics(

@@ -18,6 +18,7 @@ from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.procs import Proc
 from hapair.platforms.lab.system import in_ns, run
 
+NFT_INSERT = ("nft", "insert", "rule", "inet", "hapair", "input")
 VARIANTS = {"default": (2, "1"), "tuned": (3, "0.1")}
 
 CHECK_SCRIPT = """#!/bin/sh
@@ -96,15 +97,18 @@ class Keepalived:
             run(
                 in_ns(
                     lb.namespace,
-                    ["nft", "insert", "rule", "inet", "hapair", "input"]
-                    + ["ip", "protocol", "vrrp", "ip", "saddr", "@lb_group", "accept"],
+                    [*NFT_INSERT, "ip", "protocol", "vrrp", "ip", "saddr", "@lb_group", "accept"],
                 )
             )
+
+    def refresh(self, lb: str) -> None:
+        """Point the HAProxy check at the HAProxy the lab runs now on ``lb``."""
+        (self._dir(lb) / "haproxy.pid").write_text(f"{haproxy_pid(self.plan.name, lb)}\n")
 
     def start(self, lb: str) -> None:
         """Start keepalived on ``lb`` (after its HAProxy), in the foreground of its own session."""
         d = self._dir(lb)
-        (d / "haproxy.pid").write_text(f"{haproxy_pid(self.plan.name, lb)}\n")
+        self.refresh(lb)
         argv = ["keepalived", "-n", "-l", "-D", "-G", "-P", "-f", str(d / "keepalived.conf")]
         argv += ["-p", str(d / "keepalived.pid"), "-r", str(d / "vrrp.pid")]
         argv += ["-c", str(d / "checkers.pid"), "-b", str(d / "bfd.pid")]

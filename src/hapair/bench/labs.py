@@ -15,25 +15,15 @@ from hapair.spec import parse
 HOME = {"vip1": ["lb1"], "vip2": ["lb2"]}
 
 
-class BenchPlatform(LabPlatform):
-    """The lab platform; with engine ``none`` it does not wait for VIPs to be placed, since the
-    benchmark starts keepalived or heartbeat itself after ``up``."""
-
-    def wait_vips(self, plan: Plan, timeout: float = 30.0) -> None:
-        """See :meth:`LabPlatform.wait_vips`; a no-op when nobody places the VIPs yet."""
-        if self.engine != "none":
-            super().wait_vips(plan, timeout)
-
-
 def bench_name() -> str:
     """A unique lab name (``hp`` + 6 hex, swept by ``make clean-lab``)."""
     return "hp" + secrets.token_hex(3)
 
 
-def build(name: str, engine: Engine, web_size: int = 3) -> tuple[Plan, BenchPlatform]:
+def build(name: str, engine: Engine, web_size: int = 3) -> tuple[Plan, LabPlatform]:
     """Build a lab; on failure nothing is left behind."""
     plan = make_plan(parse({"cluster": {"name": name}, "web": {"size": web_size}}))
-    lab = BenchPlatform(engine)
+    lab = LabPlatform(engine)
     try:
         lab.up(plan)
     except BaseException:

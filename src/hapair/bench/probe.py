@@ -105,6 +105,13 @@ async def one(
     )
 
 
+def _reporter(cb: Callable[[Sample], None]) -> Callable[[asyncio.Future[Sample]], None]:
+    def done(task: asyncio.Future[Sample]) -> None:
+        cb(task.result())
+
+    return done
+
+
 async def run_probe(
     targets: list[str],
     rate: float,
@@ -137,7 +144,7 @@ async def run_probe(
             await asyncio.sleep(delay)
         task = asyncio.ensure_future(one(targets, port, host, timeout, t0, dns_aware))
         if on_sample is not None:
-            task.add_done_callback(lambda t, cb=on_sample: cb(t.result()))
+            task.add_done_callback(_reporter(on_sample))
         tasks.append(task)
     return list(await asyncio.gather(*tasks))
 

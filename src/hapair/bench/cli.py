@@ -1,0 +1,165 @@
+"""``hapair bench``: failover, data plane, scale and idle-stress benchmarks (each builds its own
+lab and tears it down)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hapair.errors import UsageError
+
+bench_app = typer.Typer(help="Benchmarks in the lab (root): failover, dataplane, scale, stress.")
+
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")]
+NameOpt = Annotated[
+    str | None, typer.Option("--name", "-n", help="Lab name (default: hp + random hex).")
+]
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        typer.echo(f"wrote {path}")
+
+
+def _fmt(d: dict[str, Any], scale: float = 1.0, digits: int = 0) -> str:
+    if d.get("min") is None:
+        return "never" if d.get("missing") else "-"
+    vals = [d[k] * scale for k in ("min", "median", "max")]
+    out = " / ".join(f"{v:.{digits}f}" for v in vals)
+    return out + (f" ({d['missing']} never)" if d.get("missing") else "")
+
+
+@bench_app.command()
+def failover(
+    engine: Annotated[str, typer.Option(help="hapair, keepalived or heartbeat.")] = "hapair",
+    variant: Annotated[
+        str, typer.Option(help="default or tuned (keepalived, heartbeat).")
+    ] = "default",
+    scenario: Annotated[
+        str, typer.Option(help="crash, reboot, link, haproxy, planned or partition.")
+    ] = "crash",
+    runs: Annotated[int, typer.Option(min=1, max=50, help="Trials.")] = 5,
+    rate: Annotated[float, typer.Option(min=1, max=1000, help="Requests/s per client.")] = 100,
+    json_out: JsonOpt = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG timeline here.")] = None,
+    name: NameOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fault's random phase.")] = None,
+) -> None:
+    """Fail lb1 and measure the client's gap, failed requests and failback (min/median/max)."""
+    from hapair.bench.failover import VARIANTS, bench_failover
+
+    if engine not in VARIANTS:
+        raise UsageError(f"--engine must be one of {', '.join(VARIANTS)} (got {engine})")
+    if variant not in VARIANTS[engine]:
+        raise UsageError(
+            f"--variant for {engine} must be one of {', '.join(VARIANTS[engine])} (got {variant})"
+        )
+    logging.basicConfig(level=logging.WARNING)
+    report, trials = bench_failover(
+        engine, variant, scenario, runs, rate, name=name, seed=seed, say=typer.echo
+    )
+    typer.echo(
+        f"{engine} {variant} {scenario}, {len(trials)} runs at {rate:g} req/s (min / median / max):"
+    )
+    typer.echo(f"  failover gap ms          {_fmt(report['gap_ms'])}")
+    typer.echo(f"  failed requests          {_fmt(report['failed'])}")
+    typer.echo(f"  failback after ms        {_fmt(report['failback_after_ms'])}")
+    typer.echo(f"  failback longest gap ms  {_fmt(report['failback_longest_gap_ms'])}")
+    typer.echo(f"  failback failed          {_fmt(report['failback_failed'])}")
+    typer.echo(f"  DNS-aware client failed  {_fmt(report['dns_failed'])}")
+    if report.get("aborted"):
+        typer.echo(f"  aborted: {report['aborted']}")
+    _write_json(json_out, report)
+    if plot is not None and trials:
+        from hapair.bench.plot import plot_trial
+
+        gaps = [tr.metrics["gap_s"] for tr in trials if tr.metrics["gap_s"] is not None]
+        med = statistics.median_low(gaps) if gaps else None
+        pick = next((tr for tr in trials if tr.metrics["gap_s"] == med), trials[0])
+        m = pick.metrics
+        gap = "never" if m["gap_s"] is None else f"{m['gap_s'] * 1000:.0f} ms"
+        title = f"{engine} {variant}, {scenario} of lb1, {rate:g} req/s (median run: gap {gap})"
+        plot_trial(pick.plain, pick.dns, m["t_fail"], m["t_restore"], title, plot)
+        typer.echo(f"wrote {plot}")
+    if not trials:
+        raise typer.Exit(1)
+
+
+@bench_app.command()
+def dataplane(
+    duration: Annotated[int, typer.Option(min=1, max=60, help="Seconds per wrk run.")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds of each target.")] = 3,
+    connections: Annotated[int, typer.Option(min=1, max=1000, help="wrk -c.")] = 20,
+    json_out: JsonOpt = None,
+    name: NameOpt = None,
+) -> None:
+    """wrk through VIP1 with and without the agents (same HAProxy), and straight to web1."""
+    from hapair.bench.dataplane import bench_dataplane
+
+    report = bench_dataplane(rounds, duration, connections, name=name, say=typer.echo)
+    labels = {
+        "vip_agents": "VIP1, agents running",
+        "vip_bare": "VIP1, no agents (bare HAProxy)",
+        "web1_direct": "web1 directly (from lb1)",
+    }
+    for key, label in labels.items():
+        rs = report["results"][key]
+        rps = " / ".join(f"{r['rps']:,.0f}" for r in rs)
+        p50 = " / ".join(f"{r['p50_ms']:.2f}" for r in rs)
+        p99 = " / ".join(f"{r['p99_ms']:.2f}" for r in rs)
+        errs = sum(r["errors"] for r in rs)
+        typer.echo(f"  {label:32} req/s {rps}  p50 ms {p50}  p99 ms {p99}  errors {errs}")
+    typer.echo(f"  agent overhead on VIP1 throughput: {report['agent_overhead_pct']:.2f} %")
+    _write_json(json_out, report)
+
+
+@bench_app.command()
+def scale(
+    sizes: Annotated[str, typer.Option(help="Comma-separated web-node counts.")] = "3,50,200",
+    json_out: JsonOpt = None,
+) -> None:
+    """`up` time and memory for 3, 50 and 200 web nodes; render + `haproxy -c` time."""
+    from hapair.bench.scale import bench_scale
+
+    try:
+        counts = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes must be numbers separated by commas (got {sizes})") from None
+    report = bench_scale(counts, say=typer.echo)
+    _write_json(json_out, report)
+
+
+@bench_app.command()
+def stress(
+    seconds: Annotated[float, typer.Option(min=1, max=3600, help="How long to saturate.")] = 600,
+    workers: Annotated[int | None, typer.Option(help="Busy loops (default: one per core).")] = None,
+    json_out: JsonOpt = None,
+    name: NameOpt = None,
+) -> None:
+    """False-failover check: every core busy while the lab idles; counts VIP moves."""
+    from hapair.bench.stress import bench_stress
+
+    report = bench_stress(seconds, workers, name=name, say=typer.echo)
+    typer.echo(
+        f"  {report['vip_moves']} VIP moves, {report['misplaced_checks']} of "
+        f"{report['placement_checks']} placement checks off home, over {seconds:.0f} s "
+        f"with {report['workers']} busy loops on {report['cpus']} CPUs"
+    )
+    _write_json(json_out, report)
+
+
+@bench_app.command()
+def report(
+    files: Annotated[list[Path], typer.Argument(help="JSON files from `bench failover`.")],
+) -> None:
+    """Print the markdown failover table of the given results (in the order given)."""
+    from hapair.bench.report import table
+
+    typer.echo(table([json.loads(f.read_text()) for f in files]), nl=False)
