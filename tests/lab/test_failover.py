@@ -98,8 +98,16 @@ def test_haproxy_crash_on_lb2_moves_vip2_to_lb1(ha: Lab) -> None:
 
 
 def test_link_down_then_up(ha: Lab) -> None:
+    def takes_of_vip2() -> int:
+        return sum(e["message"].startswith("took vip2") for e in status(ha, "lb1")["events"])
+
+    before = takes_of_vip2()
     ha.platform.kill(ha.name, "lb1", "link")
     ha.wait_for("VIP1 served by lb2", lambda: served_by(ha, 1) == "lb2", DEADTIME_S + 3)
+    time.sleep(1)
+    # Cut off, lb1 reaches no ping node: it must not take lb2's VIP (no split brain).
+    assert ha.owners()["vip2"] == ["lb2"]
+    assert takes_of_vip2() == before
     ha.platform.revive(ha.name, "lb1")
     settle(ha, FAILBACK_S + 15)
     assert served_by(ha, 1) == "lb1"

@@ -91,6 +91,8 @@ class Agent:
         self._dropped_seen: collections.Counter[str] = collections.Counter()
         self._found_at_start: set[str] = set()
         self._ready = False
+        self._death_timer: asyncio.TimerHandle | None = None
+        self._heard_at: float | None = None
         #: a probe of the peer's HAProxy failed since its last heartbeat arrived
         self.probe_failed_since_hb = False
         self._announcing: set[str] = set()
@@ -151,9 +153,17 @@ class Agent:
                         )
             return
         self.metrics.hb_received.inc()
+        before = self.membership.last()
+        was = self.membership.current
         self.membership.observe(hb, self.now_ms())
         self.probe_failed_since_hb = False
-        if self._ready:
+        self._heard_at = time.monotonic()
+        # Decide again the moment the peer would turn dead, not at the next periodic tick.
+        if self._death_timer is not None:
+            self._death_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._death_timer = loop.call_later(self.cfg.deadtime_ms / 1000 + 0.001, self._tick)
+        if self._ready and (was is not PeerState.UP or _view_changed(before, hb, self.cfg)):
             self._tick()  # react at once: a peer's change of view matters now
 
     def _heartbeat(self) -> Heartbeat:
@@ -193,13 +203,21 @@ class Agent:
             self.metrics.hb_sent.inc()
 
     def _pingable(self) -> bool:
-        return self.pinger.reachable(window=max(1.0, 4 * self.cfg.health_interval_ms / 1000))
+        """Whether this node reaches a ping node. Once the peer is late, only a reply that came
+        after its last heartbeat counts: if the silence is this node's own link going down, it
+        must not take the peer's VIPs on the strength of an older reply."""
+        since = None
+        if self.membership.current in (PeerState.WARN, PeerState.DEAD):
+            since = self._heard_at
+        return self.pinger.reachable(window=1.0, since=since)
 
     # ------------------------------------------------------------------ decisions
     def _tick(self) -> None:
         now = self.now_ms()
         for old, new, why in self.membership.poll(now):
             self.event(f"peer {self.cfg.peer}: {old} -> {new} ({why})")
+            if new is PeerState.WARN:
+                self.pinger.send()  # is it the peer or this node's own link?
             self.metrics.peer_up.set(1 if new in (PeerState.UP, PeerState.WARN) else 0)
         state = self.membership.state(now)
         if self._found_at_start and state is not PeerState.INIT:
@@ -309,14 +327,20 @@ class Agent:
             timeout=min(0.5, self.cfg.health_interval_ms / 1000 * 5),
         )
         h = self.health_gate.update(reading)
-        if h.healthy != self.health.healthy:
+        changed = h.healthy != self.health.healthy
+        if changed:
             self.event(f"health: {h.summary}")
             self.metrics.healthy.set(1 if h.healthy else 0)
         self.health = h
-        if self._ready:
+        if self._ready and changed:
             self._tick()
 
     async def _probe_peer(self) -> None:
+        """The side channel: a real request through the peer's HAProxy, made only while its
+        heartbeats are late (in steady state the heartbeats say everything)."""
+        silence = self.membership.silence_ms(self.now_ms())
+        if silence is None or silence < 1.5 * self.cfg.interval_ms:
+            return
         ok = await http_ok(
             self.cfg.peer_probe_address,
             self.cfg.http_port,
@@ -481,10 +505,12 @@ class Agent:
         c = self.cfg
         self._spawn(self._every(c.interval_ms, self._send, "heartbeat"), "heartbeat")
         self._spawn(self._every(c.health_interval_ms, self._check_health, "health"), "health")
-        self._spawn(self._every(c.interval_ms, self._probe_peer, "peer-probe"), "peer-probe")
-        self._spawn(self._every(max(200, c.health_interval_ms), self.pinger.send, "ping"), "ping")
+        self._spawn(self._every(c.interval_ms / 2, self._probe_peer, "peer-probe"), "peer-probe")
+        self._spawn(self._every(c.interval_ms * 2, self.pinger.send, "ping"), "ping")
         self._spawn(self._every(c.reconcile_interval_ms, self._reconcile, "reconcile"), "reconcile")
-        self._spawn(self._every(c.interval_ms / 2, self._tick_and_reload, "decide"), "decide")
+        # Heartbeats, health changes and the peer's death timer decide at once; the periodic
+        # tick only serves what ripens with time (failback delay, rate limits, reload).
+        self._spawn(self._every(c.interval_ms * 2, self._tick_and_reload, "decide"), "decide")
         await self._stop.wait()
         await self._shutdown()
         return 0
@@ -551,6 +577,18 @@ class Agent:
         if self.transport is not None:
             self.transport.close()
         self.event(f"{self.cfg.node} stopped")
+
+
+def _view_changed(before: Heartbeat | None, hb: Heartbeat, cfg: AgentConfig) -> bool:
+    """Whether a heartbeat says something placement has not seen: a different view, or the
+    peer's stability crossing the failback delay."""
+    if before is None:
+        return True
+    fields = ("healthy", "pingable", "standby", "held", "wanted", "boot_id")
+    if any(getattr(before, f) != getattr(hb, f) for f in fields):
+        return True
+    delay = cfg.failback_delay_ms
+    return (before.stable_ms >= delay) != (hb.stable_ms >= delay)
 
 
 def _realtime(enabled: bool) -> None:

@@ -56,7 +56,8 @@ class HealthGate:
         self._streak += 1
         if self._streak >= (self.rise if reading.healthy else self.fall):
             self.current, self._streak = reading, 0
-        return self.current
+            return reading
+        return cur
 
 
 async def http_ok(
@@ -163,9 +164,12 @@ class Pinger:
             if typ == 0 and ident == self._ident and addr[0] in self.targets:
                 self.last_reply[addr[0]] = time.monotonic()
 
-    def reachable(self, window: float) -> bool:
-        """Whether any ping node answered within the last ``window`` seconds (True if none set)."""
+    def reachable(self, window: float, since: float | None = None) -> bool:
+        """Whether any ping node answered within the last ``window`` seconds and, with
+        ``since`` (monotonic), after that moment too (True when no ping node is set)."""
         if not self.targets:
             return True
-        now = time.monotonic()
-        return any(now - t <= window for t in self.last_reply.values())
+        oldest = time.monotonic() - window
+        if since is not None:
+            oldest = max(oldest, since)
+        return any(t >= oldest for t in self.last_reply.values())

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import AsyncIterator
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -63,20 +64,39 @@ class L2FloatingIP(FloatingIP):
         self.ifname = ifname
         self.prefixlen = prefixlen
         self._repeats: set[asyncio.Task[None]] = set()
+        self._ipr: AsyncIPRoute | None = None
+        self._ifindex: int | None = None
 
-    async def _index(self, ipr: AsyncIPRoute) -> int:
-        found = await ipr.link_lookup(ifname=self.ifname)
-        if not found:
-            raise ResourceError(
-                f"{self.name}: interface {self.ifname} not found", code=errno.ENODEV
-            )
-        return int(found[0])
+    @contextlib.asynccontextmanager
+    async def _netlink(self) -> AsyncIterator[tuple[AsyncIPRoute, int]]:
+        """One netlink socket and interface index, kept between calls (the reconcile loop
+        reads several times a second); dropped and reopened after any error."""
+        try:
+            if self._ipr is None:
+                self._ipr = AsyncIPRoute()
+                await self._ipr.setup_endpoint()
+            if self._ifindex is None:
+                found = await self._ipr.link_lookup(ifname=self.ifname)
+                if not found:
+                    raise ResourceError(
+                        f"{self.name}: interface {self.ifname} not found", code=errno.ENODEV
+                    )
+                self._ifindex = int(found[0])
+            yield self._ipr, self._ifindex
+        except BaseException:
+            await self._drop_netlink()
+            raise
+
+    async def _drop_netlink(self) -> None:
+        ipr, self._ipr, self._ifindex = self._ipr, None, None
+        if ipr is not None:
+            with contextlib.suppress(Exception):
+                ipr.close()
 
     async def start(self) -> None:
         """Add the address (if missing) and announce it now and a few times after."""
         try:
-            async with AsyncIPRoute() as ipr:
-                idx = await self._index(ipr)
+            async with self._netlink() as (ipr, idx):
                 try:
                     await ipr.addr("add", index=idx, address=self.address, prefixlen=self.prefixlen)
                 except NetlinkError as exc:
@@ -110,8 +130,7 @@ class L2FloatingIP(FloatingIP):
         """Remove the address if it is configured here."""
         self._cancel_repeats()
         try:
-            async with AsyncIPRoute() as ipr:
-                idx = await self._index(ipr)
+            async with self._netlink() as (ipr, idx):
                 try:
                     await ipr.addr("del", index=idx, address=self.address, prefixlen=self.prefixlen)
                 except NetlinkError as exc:
@@ -125,8 +144,7 @@ class L2FloatingIP(FloatingIP):
     async def monitor(self) -> MonitorResult:
         """Whether the exact address/prefix is configured on the interface right now."""
         try:
-            async with AsyncIPRoute() as ipr:
-                idx = await self._index(ipr)
+            async with self._netlink() as (ipr, idx):
                 async for msg in await ipr.addr("dump", index=idx):
                     if (
                         msg.get("IFA_ADDRESS") == self.address
@@ -142,8 +160,9 @@ class L2FloatingIP(FloatingIP):
         return MonitorResult(False, f"{self.address} not on {self.ifname}")
 
     async def close(self) -> None:
-        """Stop pending re-announcements."""
+        """Stop pending re-announcements and close the netlink socket."""
         self._cancel_repeats()
+        await self._drop_netlink()
         for task in list(self._repeats):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
