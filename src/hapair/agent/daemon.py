@@ -91,7 +91,7 @@ class Agent:
         self._dropped_seen: collections.Counter[str] = collections.Counter()
         self._found_at_start: set[str] = set()
         self._ready = False
-        self._death_timer: asyncio.TimerHandle | None = None
+        self._timers: list[asyncio.TimerHandle] = []
         self._heard_at: float | None = None
         #: a probe of the peer's HAProxy failed since its last heartbeat arrived
         self.probe_failed_since_hb = False
@@ -158,13 +158,29 @@ class Agent:
         self.membership.observe(hb, self.now_ms())
         self.probe_failed_since_hb = False
         self._heard_at = time.monotonic()
-        # Decide again the moment the peer would turn dead, not at the next periodic tick.
-        if self._death_timer is not None:
-            self._death_timer.cancel()
+        # If the next heartbeat is late, ping at once (is it the peer or this node's own link?),
+        # and decide again the moment the peer would turn dead, not at the next periodic tick.
+        for timer in self._timers:
+            timer.cancel()
         loop = asyncio.get_running_loop()
-        self._death_timer = loop.call_later(self.cfg.deadtime_ms / 1000 + 0.001, self._tick)
+        self._timers = [
+            loop.call_later(1.5 * self.cfg.interval_ms / 1000, self.pinger.send),
+            loop.call_later(self.cfg.deadtime_ms / 1000 + 0.001, self._tick),
+        ]
+        self._announce_if_released(before, hb)
         if self._ready and (was is not PeerState.UP or _view_changed(before, hb, self.cfg)):
             self._tick()  # react at once: a peer's change of view matters now
+
+    def _announce_if_released(self, before: Heartbeat | None, hb: Heartbeat) -> None:
+        """The peer just stopped holding a VIP this node holds and wants: announce it again, so
+        that no late gratuitous ARP of the peer's leaves clients pointing at it."""
+        if before is None or before.boot_id != hb.boot_id:
+            return
+        for vip in sorted(before.held - hb.held):
+            actor = self.actors.get(vip)
+            if actor is not None and actor.held and actor.desired:
+                self.event(f"announcing {vip} again: {self.cfg.peer} released it")
+                actor.want(True, announce=True)
 
     def _heartbeat(self) -> Heartbeat:
         self.seq += 1
@@ -207,8 +223,10 @@ class Agent:
         after its last heartbeat counts: if the silence is this node's own link going down, it
         must not take the peer's VIPs on the strength of an older reply."""
         since = None
-        if self.membership.current in (PeerState.WARN, PeerState.DEAD):
-            since = self._heard_at
+        if self.membership.current in (PeerState.WARN, PeerState.DEAD) and self._heard_at:
+            # Only a reply after the next heartbeat was due counts: one that came between the
+            # last heartbeat and a cut of this node's own link proves nothing.
+            since = self._heard_at + self.cfg.interval_ms / 1000
         return self.pinger.reachable(window=1.0, since=since)
 
     # ------------------------------------------------------------------ decisions
