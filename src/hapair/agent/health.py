@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from hapair.errors import OperationError
 from hapair.haproxy_stats import show_stat_async
+from hapair.httpget import FAILURES, get_head
 
 
 @dataclass(frozen=True)
@@ -64,25 +65,11 @@ async def http_ok(
     host: str, port: int, path: str, timeout: float, host_header: str = "hapair"
 ) -> bool:
     """Whether ``GET path`` on host:port answers 2xx/3xx within ``timeout`` seconds."""
-    writer = None
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: hapair-agent\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            line = await reader.readline()
-    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        status, _ = await get_head(host, port, path, host_header, timeout, "hapair-agent")
+    except FAILURES:
         return False
-    finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-    parts = line.split()
-    return len(parts) >= 2 and parts[1][:1] in (b"2", b"3")
+    return 200 <= status < 400
 
 
 async def check_haproxy(stats_socket: str, port: int, path: str, timeout: float = 0.5) -> Health:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hapair.httpget import FAILURES, get_head
+
 MAX_REQUESTS = 100_000
 
 
@@ -42,29 +44,8 @@ class Sample:
 
 async def fetch(target: str, port: int, host: str, timeout: float) -> tuple[int, str, str]:
     """GET / on a new connection; returns (status, X-LB, X-Backend)."""
-    writer = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(target, port)
-            writer.write(
-                f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hapair-probe\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
-    finally:
-        if writer is not None:
-            writer.close()
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    lb = backend = ""
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        if k.lower() == "x-lb":
-            lb = v.strip()
-        elif k.lower() == "x-backend":
-            backend = v.strip()
-    return status, lb, backend
+    status, headers = await get_head(target, port, "/", host, timeout, "hapair-probe")
+    return status, headers.get("x-lb", ""), headers.get("x-backend", "")
 
 
 async def one(
@@ -83,7 +64,7 @@ async def one(
         budget = min(left, timeout / 3) if dns_aware and i == 0 and len(order) > 1 else left
         try:
             status, lb, backend = await fetch(target, port, host, budget)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        except FAILURES as exc:
             err = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
             continue
         ok = status == 200

@@ -1,0 +1,46 @@
+"""One HTTP/1.1 GET on a new connection, bounded by a timeout: the agent's health checks and the
+benchmark probe both ask HAProxy this way."""
+
+from __future__ import annotations
+
+import asyncio
+
+#: What :func:`get_head` raises when the request does not get a well-formed answer in time.
+FAILURES = (
+    OSError,
+    TimeoutError,
+    ValueError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+)
+
+
+async def get_head(
+    address: str, port: int, path: str, host: str, timeout: float, agent: str
+) -> tuple[int, dict[str, str]]:
+    """``GET path`` with ``Connection: close``; returns the status and the response headers
+    (lowercase names). Raises ``OSError``, ``TimeoutError``, ``asyncio.IncompleteReadError``,
+    ``asyncio.LimitOverrunError`` or ``ValueError`` (malformed status line) on failure."""
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(address, port)
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {agent}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        if writer is not None:
+            writer.close()
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ValueError(f"malformed status line {lines[0]!r}")
+    headers = {}
+    for line in lines[1:]:
+        k, sep, v = line.partition(":")
+        if sep:
+            headers[k.strip().lower()] = v.strip()
+    return int(parts[1]), headers
