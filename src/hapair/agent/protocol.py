@@ -28,13 +28,13 @@ import os
 import secrets
 import stat
 import struct
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hapair.errors import FatalError, UsageError
+from hapair.fileio import write_atomic
 
 MAGIC = b"HPHB"
 VERSION = 1
@@ -299,15 +299,5 @@ def generate_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> by
     if target.exists() and not overwrite:
         raise UsageError(f"{target}: a cluster key exists already; refusing to replace it")
     key = secrets.token_bytes(32)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.hex().encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, key.hex() + "\n", mode=0o600)
     return key

@@ -14,12 +14,13 @@ import time
 from typing import Any, Literal
 
 from hapair.errors import OperationError, UsageError
+from hapair.fileio import write_atomic
 from hapair.plan import Plan, Role, make_plan
 from hapair.platforms.base import Platform, Progress, no_progress
 from hapair.platforms.lab import network, procs, services
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.procs import Proc
-from hapair.platforms.lab.state import ensure_secret, load_state, save_state, write_atomic
+from hapair.platforms.lab.state import ensure_secret, load_state, save_state
 from hapair.platforms.lab.system import in_ns, require_root, require_tools, run
 from hapair.render.agent import render_agent
 from hapair.render.dns import render_hosts

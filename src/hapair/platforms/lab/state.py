@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from hapair.fileio import write_atomic
 
 DEFAULT_ROOT = Path("/run/hapair")
 
@@ -20,23 +21,6 @@ def root_dir() -> Path:
 def cluster_dir(name: str) -> Path:
     """The state directory of cluster ``name``."""
     return root_dir() / name
-
-
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write ``path`` so that readers see the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def ensure_secret(path: Path, nbytes: int = 32) -> str:
