@@ -15,6 +15,7 @@ from tests.lab.conftest import Lab, lab_name, start_lab
 
 from hapair.agent.client import agent_status
 from hapair.agent.protocol import Heartbeat, encode
+from hapair.bench.faults import partition
 from hapair.bench.runner import BackgroundProbe
 from hapair.platforms.lab.paths import LabPaths
 from hapair.spec import parse
@@ -217,34 +218,13 @@ def test_forged_heartbeats_are_dropped_and_counted(ha: Lab) -> None:
     assert moves(ha) == moves_before
 
 
-def _partition(lab: Lab, on: bool) -> None:
-    """Drop udp/694 between the LBs (both directions), nothing else."""
-    for lb in ("lb1", "lb2"):
-        if on:
-            rules = (
-                "table inet hptest {\n chain input {\n  type filter hook input priority -10;\n"
-                "  udp dport 694 drop\n }\n}\n"
-            )
-            subprocess.run(
-                ["ip", "netns", "exec", lab.ns(lb), "nft", "-f", "-"],
-                input=rules,
-                text=True,
-                check=True,
-            )
-        else:
-            subprocess.run(
-                ["ip", "netns", "exec", lab.ns(lb), "nft", "delete", "table", "inet", "hptest"],
-                check=False,
-            )
-
-
 def test_heartbeat_partition_for_30s_does_not_flap(ha: Lab) -> None:
     moves_before = moves(ha)
     probes = [
         BackgroundProbe(ha.plan, [ha.vip(i)], rate=20, duration=36, timeout=1.0) for i in (1, 2)
     ]
     time.sleep(2)
-    _partition(ha, True)
+    partition(ha.plan, True)
     try:
         ha.wait_for(
             "both agents to see the peer dead",
@@ -253,7 +233,7 @@ def test_heartbeat_partition_for_30s_does_not_flap(ha: Lab) -> None:
         )
         time.sleep(30)
     finally:
-        _partition(ha, False)
+        partition(ha.plan, False)
     ha.wait_for(
         "peers hear each other again",
         lambda: all(status(ha, lb)["peer"]["state"] == "up" for lb in ("lb1", "lb2")),

@@ -113,18 +113,11 @@ class AwsPlatform(Platform):
             for node in missing:
                 if node.name in enis:
                     data = self.lb_user_data(plan, layout, node.name, eips, enis, keys, aws.region)
-                    iid = instances.launch(
-                        aws,
-                        c,
-                        node,
-                        ami=ami,
-                        user_data=userdata.pack(data),
-                        subnet_id=net.subnets[node.subnet],
-                        group_id=groups["lb"],
-                        eni_id=enis[node.name],
-                        profile=profile,
-                        key_name=spec.aws.key_name,
-                    )
+                    role: dict[str, Any] = {
+                        "group_id": groups["lb"],
+                        "eni_id": enis[node.name],
+                        "profile": profile,
+                    }
                 else:
                     data = userdata.web_user_data(
                         cluster=c,
@@ -133,16 +126,17 @@ class AwsPlatform(Platform):
                         port=spec.web.port,
                         pip_spec=spec.aws.pip_spec,
                     )
-                    iid = instances.launch(
-                        aws,
-                        c,
-                        node,
-                        ami=ami,
-                        user_data=userdata.pack(data),
-                        subnet_id=net.subnets[node.subnet],
-                        group_id=groups["web"],
-                        key_name=spec.aws.key_name,
-                    )
+                    role = {"group_id": groups["web"]}
+                iid = instances.launch(
+                    aws,
+                    c,
+                    node,
+                    ami=ami,
+                    user_data=userdata.pack(data),
+                    subnet_id=net.subnets[node.subnet],
+                    key_name=spec.aws.key_name,
+                    **role,
+                )
                 started.append(iid)
         wanted = {n.name for n in layout.nodes}
         extra = [i["InstanceId"] for i in inv.instances if instances.node_name(i) not in wanted]
