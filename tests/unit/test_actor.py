@@ -85,20 +85,3 @@ def test_a_hung_action_times_out() -> None:
         task.cancel()
 
     _run(main())
-
-
-def test_health_gate_debounces_soft_failures_not_hard_ones() -> None:
-    from hapair.agent.health import Health, HealthGate
-
-    good = Health(True, "ok")
-    soft = Health(False, "a request through haproxy failed")
-    hard = Health(False, "haproxy does not answer on its stats socket", hard=True)
-    g = HealthGate(rise=2, fall=2)
-    assert g.update(good).healthy  # the first reading counts at once
-    assert g.update(soft).healthy  # one soft failure is not enough
-    assert g.update(good).healthy
-    assert g.update(soft).healthy
-    assert not g.update(soft).healthy  # two in a row
-    assert not g.update(good).healthy  # rise 2
-    assert g.update(good).healthy
-    assert not g.update(hard).healthy  # a dead HAProxy counts at once

@@ -58,9 +58,9 @@ def test_drop_reasons_are_the_metric_names() -> None:
 
 
 def test_round_trip() -> None:
-    sent = hb(standby=True, healthy=False)
+    sent = hb(standby=True, healthy=False, answers=False)
     data = encode(sent, KEY)
-    assert data[:4] == b"HPHB" and data[4] == 1
+    assert data[:4] == b"HPHB" and data[4] == 2
     assert len(data) < 512
     dec = decoder()
     assert dec.decode(data) == sent
@@ -258,3 +258,30 @@ def test_any_heartbeat_round_trips(
     data = encode(sent, KEY)
     assert len(data) <= MAX_DATAGRAM
     assert decoder().decode(data) == sent
+
+
+def test_answers_flag_round_trips_and_healthy_implies_it() -> None:
+    dec = decoder()
+    degraded = hb(healthy=False, answers=True, seq=1)
+    assert dec.decode(encode(degraded, KEY)) == degraded
+    implied = dec.decode(encode(hb(healthy=True, answers=False, seq=2), KEY))
+    assert implied is not None and implied.answers
+
+
+def test_version_1_is_still_accepted_and_has_no_answers_bit() -> None:
+    """A peer not yet upgraded (rolling upgrade) sends version 1: answers = healthy."""
+    import hashlib
+    import hmac
+
+    for healthy in (True, False):
+        signed = bytearray(encode(hb(healthy=healthy, seq=3 if healthy else 4), KEY)[:-32])
+        signed[4] = 1
+        signed[7] &= ~8  # no answers bit in version 1
+        data = bytes(signed) + hmac.new(KEY, bytes(signed), hashlib.sha256).digest()
+        got = decoder().decode(data)
+        assert got is not None and got.answers is healthy
+    signed = bytearray(encode(hb(healthy=False, answers=True), KEY)[:-32])
+    signed[4] = 1  # version 1 with bit 3 set: unknown flag
+    data = bytes(signed) + hmac.new(KEY, bytes(signed), hashlib.sha256).digest()
+    dec = decoder()
+    assert dec.decode(data) is None and dec.dropped["malformed"] == 1

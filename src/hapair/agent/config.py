@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hapair.errors import SpecError
 from hapair.spec import format_errors
@@ -66,6 +66,11 @@ class AgentConfig(BaseModel):
     auto_failback: bool = True
     failback_delay_ms: int = 3000
     health_interval_ms: int = 100
+    # Requests through the local HAProxy slower than this count as failed; fall failed in a
+    # row make the node unhealthy, rise good ones in a row healthy again.
+    request_timeout_ms: int = Field(default=250, ge=10, le=10_000)
+    health_rise: int = Field(default=2, ge=1, le=100)
+    health_fall: int = Field(default=3, ge=1, le=100)
     min_move_interval_ms: int = 1000
     # How often what each VIP's holder really is gets read back and repaired.
     reconcile_interval_ms: int = 250
@@ -78,7 +83,35 @@ class AgentConfig(BaseModel):
     # AWS region / endpoint for aws_eip (empty = standard AWS configuration).
     aws_region: str = ""
     aws_endpoint_url: str = ""
+    # The boot counter (see hapair.agent.boot); empty = next to api_socket, or
+    # /var/lib/hapair/<cluster>-<node>.boot without one.
+    boot_file: str = ""
     vips: list[VipConfig]
+
+    @model_validator(mode="after")
+    def _timings(self) -> AgentConfig:
+        if not 0 < self.interval_ms < self.warntime_ms <= self.deadtime_ms:
+            raise ValueError(
+                "need 0 < interval_ms < warntime_ms <= deadtime_ms "
+                f"(got {self.interval_ms}, {self.warntime_ms}, {self.deadtime_ms})"
+            )
+        for name in ("initdead_ms", "failback_delay_ms", "min_move_interval_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
+        if self.health_interval_ms <= 0:
+            raise ValueError(f"health_interval_ms: must be > 0 (got {self.health_interval_ms})")
+        for v in (self.cluster, self.node, self.peer, *self.peer_addresses, self.check_path):
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+                raise ValueError(f"control characters are not allowed (got {v!r})")
+        return self
+
+    def boot_path(self) -> Path:
+        """Where the boot counter lives."""
+        if self.boot_file:
+            return Path(self.boot_file)
+        if self.api_socket:
+            return Path(self.api_socket).parent / "boot"
+        return Path(f"/var/lib/hapair/{self.cluster}-{self.node}.boot")
 
 
 def load_agent_config(path: Path) -> AgentConfig:

@@ -23,42 +23,92 @@ from hapair.httpget import FAILURES, get_head
 
 @dataclass(frozen=True)
 class Health:
-    """One health reading of the local HAProxy."""
+    """The local HAProxy's health, as placement acts on it.
+
+    :ivar healthy: HAProxy can serve: it answers, sees a backend UP and real requests succeed.
+    :ivar summary: the reason, in words.
+    :ivar backends_up: backends HAProxy sees UP.
+    :ivar backends_total: backends HAProxy has.
+    :ivar hard: HAProxy does not answer at all (its stats socket is silent).
+    """
 
     healthy: bool
     summary: str
     backends_up: int = 0
     backends_total: int = 0
-    #: a failure that cannot be transient (HAProxy does not answer at all)
     hard: bool = False
+
+    @property
+    def answers(self) -> bool:
+        """HAProxy answers clients, if only with an error page."""
+        return not self.hard
 
 
 class HealthGate:
-    """Debounces readings like HAProxy's own checks: ``fall`` failed readings in a row make a
-    healthy node unhealthy (a hard failure at once), ``rise`` good ones make it healthy again.
-    Pure: feed it readings, it returns the health to act on."""
+    """Turns a stream of readings into the health to act on. Pure; times in ms.
 
-    def __init__(self, rise: int = 2, fall: int = 2) -> None:
+    Two sources: the stats socket (does HAProxy answer, how many backends does it see UP)
+    and real requests through HAProxy, started every health interval without waiting for the
+    previous one. HAProxy's own view counts at once, because HAProxy already debounced it with
+    its check ``rise``/``fall``: a silent stats socket is a hard failure, no backend UP is a
+    failure. Requests are judged over a window: ``fall`` failed requests in a row make a
+    healthy node unhealthy, ``rise`` successes in a row make it healthy again (hysteresis), so
+    one slow request on a lossy link moves nothing.
+    """
+
+    def __init__(self, rise: int = 2, fall: int = 3) -> None:
         self.rise = rise
         self.fall = fall
-        self.current: Health | None = None
+        self.current: Health = Health(False, "not checked yet")
+        #: when the last successful request through HAProxy began (``None``: never)
+        self.ok_started_ms: float | None = None
+        self._answers = False
+        self._up = 0
+        self._total = 0
+        self._requests_ok: bool | None = None
         self._streak = 0
 
-    def update(self, reading: Health) -> Health:
-        """The effective health after one more reading."""
-        cur = self.current
-        if cur is None or reading.hard:
-            self.current, self._streak = reading, 0
-            return reading
-        if reading.healthy == cur.healthy:
+    def stats(self, answers: bool, up: int = 0, total: int = 0) -> Health:
+        """One reading of the stats socket; returns the health to act on."""
+        self._answers, self._up, self._total = answers, up, total
+        return self._update()
+
+    def request(self, ok: bool, started_ms: float) -> Health:
+        """The outcome of one real request through HAProxy (a request too slow counts as
+        failed); returns the health to act on."""
+        if ok:
+            self.ok_started_ms = max(self.ok_started_ms or started_ms, started_ms)
+        if self._requests_ok is None:
+            self._requests_ok, self._streak = ok, 0
+        elif ok == self._requests_ok:
             self._streak = 0
-            self.current = reading
-            return reading
-        self._streak += 1
-        if self._streak >= (self.rise if reading.healthy else self.fall):
-            self.current, self._streak = reading, 0
-            return reading
-        return cur
+        else:
+            self._streak += 1
+            if self._streak >= (self.rise if ok else self.fall):
+                self._requests_ok, self._streak = ok, 0
+        return self._update()
+
+    def _update(self) -> Health:
+        up, total = self._up, self._total
+        if not self._answers:
+            h = Health(False, "haproxy does not answer on its stats socket", hard=True)
+        elif up == 0:
+            h = Health(False, f"haproxy has no backend up (0/{total})", up, total)
+        elif self._requests_ok is None:
+            h = Health(
+                False, f"no request through haproxy yet ({up}/{total} backends up)", up, total
+            )
+        elif not self._requests_ok:
+            h = Health(
+                False,
+                f"{self.fall} requests in a row through haproxy failed ({up}/{total} backends up)",
+                up,
+                total,
+            )
+        else:
+            h = Health(True, f"haproxy serves ({up}/{total} backends up)", up, total)
+        self.current = h
+        return h
 
 
 async def http_ok(
@@ -72,21 +122,13 @@ async def http_ok(
     return 200 <= status < 400
 
 
-async def check_haproxy(stats_socket: str, port: int, path: str, timeout: float = 0.5) -> Health:
-    """Read the local HAProxy's health (stats socket, backends UP, real request through it)."""
+async def read_stats(stats_socket: str, timeout: float = 0.5) -> tuple[bool, int, int]:
+    """``(answers, backends up, backends total)`` from the local HAProxy's stats socket."""
     try:
         servers = await show_stat_async(stats_socket, timeout)
     except OperationError:
-        return Health(False, "haproxy does not answer on its stats socket", hard=True)
-    up = sum(1 for s in servers if s.up)
-    total = len(servers)
-    if up == 0:
-        return Health(False, f"haproxy has no backend up (0/{total})", up, total)
-    if not await http_ok("127.0.0.1", port, path, timeout):
-        return Health(
-            False, f"a request through haproxy failed ({up}/{total} backends up)", up, total
-        )
-    return Health(True, f"haproxy serves ({up}/{total} backends up)", up, total)
+        return False, 0, 0
+    return True, sum(1 for s in servers if s.up), len(servers)
 
 
 def _checksum(data: bytes) -> int:

@@ -3,7 +3,20 @@
 - ``init``: never heard from, and ``initdead`` has not passed since start.
 - ``up``: heard from less than ``warntime`` ago.
 - ``warn``: silent for ``warntime`` or more (logged; placement treats it like ``up``).
-- ``dead``: silent for ``deadtime`` or more, or never heard from once ``initdead`` has passed.
+- ``dead``: silent for the effective deadtime or more, or never heard from once ``initdead``
+  has passed.
+
+**Loss-tolerant.** The effective deadtime is ``deadtime`` on a clean link. When heartbeats have
+been missing lately (a lossy or jittery link, not a dead peer), it stretches so that a run of
+lost heartbeats stays unlikely to look like a death: with ``q`` the share of intervals in the
+last :data:`LOSS_WINDOW_MS` that brought no heartbeat, the peer is dead only after ``k + 1``
+silent intervals where ``q ** k <= FALSE_DEATH_TARGET``, never beyond ``MAX_STRETCH`` times
+``deadtime``. A crash on a clean link is still detected after ``deadtime``.
+
+**Blind, not silent.** Time during which this node itself did not look (its own process was
+stopped or starved: :meth:`Membership.blind`) is not the peer's silence: for one effective
+deadtime after such a gap the peer is at worst ``warn``, so the heartbeats that queued up
+meanwhile can arrive first.
 
 Every change goes through one setter that checks it against :data:`TRANSITIONS`, logs
 ``peer lb2: up -> dead (silent for 162 ms)`` at INFO and queues it for :meth:`Membership.poll`.
@@ -13,7 +26,9 @@ counted in :attr:`Membership.restarts`.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -22,6 +37,15 @@ if TYPE_CHECKING:
     from hapair.spec import HaSpec
 
 logger = logging.getLogger(__name__)
+
+LOSS_WINDOW_MS: Final = 10_000.0
+"""Heartbeat arrivals over this long estimate the share of silent intervals."""
+FALSE_DEATH_TARGET: Final = 1e-4
+"""Chance per interval, at the measured loss, that a live peer looks dead."""
+MAX_STRETCH: Final = 10.0
+"""The effective deadtime is at most this many times ``deadtime``."""
+MIN_INTERVALS: Final = 20
+"""Fewer intervals observed than this: too little to estimate loss; use ``deadtime``."""
 
 
 class PeerState(StrEnum):
@@ -89,6 +113,8 @@ class Membership:
         self._last: Heartbeat | None = None
         self._heard_ms: float | None = None
         self._pending: list[Transition] = []
+        self._arrivals: collections.deque[float] = collections.deque()
+        self._blind_until: float | None = None
 
     @classmethod
     def from_spec(cls, peer: str, ha: HaSpec, start_ms: float) -> Membership:
@@ -123,16 +149,71 @@ class Membership:
         """
         return None if self._heard_ms is None else now - self._heard_ms
 
+    def loss(self, now: float) -> float:
+        """The share of heartbeat intervals in the last :data:`LOSS_WINDOW_MS` that brought no
+        heartbeat (0 when too little was observed).
+
+        :param now: the current time (ms).
+        """
+        self._forget(now)
+        if len(self._arrivals) < 2:
+            return 0.0
+        # Completed gaps only: the silence under way is what is being judged.
+        span = self._arrivals[-1] - self._arrivals[0]
+        if span < MIN_INTERVALS * self.interval_ms:
+            return 0.0
+        missed = 0
+        prev = self._arrivals[0]
+        for t in list(self._arrivals)[1:]:
+            missed += max(0, round((t - prev) / self.interval_ms) - 1)
+            prev = t
+        return min(1.0, missed / (span / self.interval_ms))
+
+    def effective_deadtime_ms(self, now: float) -> float:
+        """``deadtime``, stretched by the measured loss (see the module docstring).
+
+        :param now: the current time (ms).
+        """
+        q = self.loss(now)
+        if q <= 0:
+            return float(self.deadtime_ms)
+        cap = MAX_STRETCH * self.deadtime_ms
+        if q >= 1:
+            return cap
+        k = math.ceil(math.log(FALSE_DEATH_TARGET) / math.log(q))
+        return min(cap, max(float(self.deadtime_ms), (k + 1) * self.interval_ms))
+
+    def blind(self, now: float, gap_ms: float) -> None:
+        """This node did not look for ``gap_ms`` (its process stalled): do not count that time
+        as the peer's silence. The peer stays at worst ``warn`` for one effective deadtime.
+
+        :param now: the current time (ms), just after the gap.
+        :param gap_ms: how long this node did not run.
+        """
+        self._blind_until = now + self.effective_deadtime_ms(now)
+        logger.info("this node did not run for %d ms: not judging %s yet", gap_ms, self.peer)
+
+    def _forget(self, now: float) -> None:
+        while self._arrivals and now - self._arrivals[0] > LOSS_WINDOW_MS:
+            self._arrivals.popleft()
+
     def state(self, now: float) -> PeerState:
         """The peer's state at ``now``, without recording a transition.
 
         :param now: the current time (ms).
         """
         silence = self.silence_ms(now)
+        blind = (
+            self._blind_until is not None
+            and now < self._blind_until
+            and self._state is not PeerState.DEAD
+        )
         if silence is None:
-            return PeerState.INIT if now - self.start_ms < self.initdead_ms else PeerState.DEAD
-        if silence >= self.deadtime_ms:
+            if blind or now - self.start_ms < self.initdead_ms:
+                return PeerState.INIT
             return PeerState.DEAD
+        if silence >= self.effective_deadtime_ms(now):
+            return PeerState.WARN if blind else PeerState.DEAD
         if silence >= self.warntime_ms:
             return PeerState.WARN
         return PeerState.UP
@@ -148,8 +229,12 @@ class Membership:
         if restarted:
             self.restarts += 1
             logger.info("peer %s restarted", self.peer)
+        if restarted or (self._last is not None and hb.boot_id != self._last.boot_id):
+            self._arrivals.clear()
         self._last = hb
         self._heard_ms = now
+        self._arrivals.append(now)
+        self._forget(now)
         if self._state is not PeerState.UP:
             self._set(PeerState.UP, "heartbeat received")
         return restarted

@@ -19,7 +19,8 @@ class Metrics:
         )
         self.moves = Counter(
             "hapair_vip_moves",
-            "VIPs taken or released, by reason",
+            "Changes of what this node holds (take/release), by reason label "
+            "(failover, failback, startup, standby, unhealthy, isolated, orphan, settle, other)",
             ["vip", "action", "reason"],
             registry=r,
         )
@@ -47,6 +48,17 @@ class Metrics:
         self.held = Gauge("hapair_vip_held", "1 if this node holds the VIP", ["vip"], registry=r)
         self.peer_up = Gauge("hapair_peer_up", "1 if the peer's heartbeats arrive", registry=r)
         self.healthy = Gauge("hapair_healthy", "1 if the local HAProxy can serve", registry=r)
+        self.unexpected = Counter(
+            "hapair_unexpected_errors",
+            "Errors caught by the safety net (a bug: please report), by loop",
+            ["loop"],
+            registry=r,
+        )
+        self.peer_loss = Gauge(
+            "hapair_peer_heartbeat_loss",
+            "Share of heartbeat intervals without a heartbeat from the peer (last 10 s)",
+            registry=r,
+        )
         self.cycle_overruns = Counter(
             "hapair_cycle_overruns",
             "Decision cycles that started late by more than one interval",

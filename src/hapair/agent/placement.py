@@ -21,10 +21,11 @@ the same rules on the same facts, so they agree on one intended owner per VIP
 3. **Other node.** ``o`` wants ``v`` iff ``eligible(o)`` AND (NOT ``eligible(h)`` OR (``o`` holds
    ``v`` AND ``h`` does not hold it yet)). So ``o`` takes ``v`` only when ``h`` cannot serve, and
    on failback keeps ``v`` until ``h`` reports holding it (make-before-break), then releases it.
-4. **Not eligible.** A node that is not eligible itself takes nothing. If the peer is eligible, it
-   releases what it holds, except that a healthy node (standby, or no ping) keeps a VIP until the
-   peer reports holding it (make-before-break; a planned standby loses no request); an unhealthy
-   node releases at once. If the peer is not eligible either, nobody can do better: the node
+4. **Not eligible.** A node that is not eligible itself takes nothing (but see rule 10). If the
+   peer is eligible, it releases what it holds, except that a node whose HAProxy still answers
+   (standby, no ping, or no backend) keeps a VIP until the peer reports holding it
+   (make-before-break; a planned standby loses no request); a node whose HAProxy does not
+   answer releases at once. If the peer is not eligible either, nobody can do better: the node
    keeps every VIP it holds, whatever made it ineligible (unhealthy, standby, no ping), because
    dropping turns a degraded service into none and a shared fault (all backends down, gateway
    down) must not move anything. If both hold the VIP, the home node keeps it.
@@ -38,7 +39,19 @@ the same rules on the same facts, so they agree on one intended owner per VIP
    not eligible, or does not hold it), or releasing one this node can no longer serve (it is not
    eligible). Failback and other voluntary moves are rate limited; failover never is.
 8. **Agreement.** From the same facts both nodes compute the same :func:`intended_owner`, exactly
-   one when at least one node is eligible. Wants overlap only during make-before-break.
+   one when at least one node is eligible or answers. Wants overlap only during make-before-break.
+
+9. **Fresh evidence.** A node takes a VIP from a peer that is alive but unhealthy only once a
+   health check of its own that began after it learnt of the peer's failure has succeeded:
+   when every backend dies, both nodes fail within one check, and the one that noticed second
+   must not grab VIPs it cannot serve either. A move that cannot restore service does not happen.
+10. **Someone always answers.** A VIP that nobody holds while nobody is eligible is taken by its
+   home node if that node's HAProxy answers (an error page, not a connect timeout), else by the
+   other node if its HAProxy answers; never by a node cut off from the ping nodes while the
+   other is not.
+11. **Make-before-break, always.** Whatever the path (failback, rate limit, standby, health), a
+   node whose HAProxy answers never lets go of a VIP while the peer is alive and does not
+   report holding it. Only a node whose HAProxy does not answer releases at once.
 
 While the peer is ``init`` (never heard, ``initdead`` not over), its facts are unknown: this node
 keeps what it holds and takes nothing. Every per-VIP decision carries a lowercase reason sentence;
@@ -69,11 +82,13 @@ class NodeFacts:
     :ivar standby: an operator put it in standby.
     :ivar stable_ms: how long it has been continuously healthy, pingable and hearing its peer.
     :ivar held: VIP names it holds now.
+    :ivar answers: its HAProxy answers, if only with an error page (true when healthy).
     """
 
     name: str
     alive: bool = True
     healthy: bool = True
+    answers: bool = True
     pingable: bool = True
     standby: bool = False
     stable_ms: float = 0
@@ -94,6 +109,7 @@ class NodeFacts:
             standby=hb.standby,
             stable_ms=hb.stable_ms,
             held=hb.held,
+            answers=hb.answers or hb.healthy,
         )
 
 
@@ -114,6 +130,8 @@ class ClusterView:
     :ivar min_move_interval_ms: the smallest time between two voluntary moves of one VIP.
     :ivar wanted: what this node wanted last cycle (``None`` on the first cycle: what it holds).
     :ivar last_move_ms: per VIP, when this node's ``want`` last changed.
+    :ivar fresh_health: this node's own health was confirmed by a check that began after it
+        learnt that the peer is unhealthy (rule 9); ``True`` when the peer is not unhealthy.
     """
 
     now_ms: float
@@ -129,6 +147,7 @@ class ClusterView:
     min_move_interval_ms: float = 1000
     wanted: frozenset[str] | None = None
     last_move_ms: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    fresh_health: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,6 +259,20 @@ def _other_wants(vip: str, h: NodeFacts, o: NodeFacts) -> bool:
     return eligible(o, h) and (not eligible(h, o) or (vip in o.held and vip not in h.held))
 
 
+def _orphan_owner(vip: str, home: str, a: NodeFacts, b: NodeFacts) -> str | None:
+    """Rule 10: nobody holds ``vip`` and nobody is eligible: the home node takes it if its
+    HAProxy answers (an error page beats a connect timeout), else the other node if its does;
+    a node cut off from the ping nodes while the other is not takes nothing."""
+    if any(n.alive and vip in n.held for n in (a, b)):
+        return None
+    h, o = (a, b) if a.name == home else (b, a)
+    for node, other in ((h, o), (o, h)):
+        cut_off = not node.pingable and other.pingable
+        if node.alive and node.answers and not cut_off:
+            return node.name
+    return None
+
+
 def intended_owner(
     vip: str,
     home: str,
@@ -271,7 +304,7 @@ def intended_owner(
     for node in (h, o):
         if node.alive and vip in node.held:
             return node.name
-    return None
+    return _orphan_owner(vip, home, h, o)
 
 
 def peer_facts(view: ClusterView) -> NodeFacts | None:
@@ -301,6 +334,16 @@ def _peer_why(view: ClusterView, peer: NodeFacts, me: NodeFacts) -> str | None:
     return None if why is None else f"peer {peer.name} {why}"
 
 
+_FRESH_WAIT = "waiting for a health check of my own that began after it failed"
+
+
+def _needs_fresh(view: ClusterView, vip: str, peer: NodeFacts) -> bool:
+    """Rule 9: the peer holds ``vip`` and is alive but unhealthy, and this node's own health
+    has not been confirmed since it learnt that: whatever broke the peer may have broken it
+    too."""
+    return peer.alive and not peer.healthy and vip in peer.held and not view.fresh_health
+
+
 def _stable(view: ClusterView, h: NodeFacts) -> str:
     return f"{h.name} stable for {_ms(h.stable_ms)} of {_ms(view.failback_delay_ms)} ms"
 
@@ -311,6 +354,8 @@ def _as_home(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tup
     due = _failback_due(me, view.auto_failback, view.failback_delay_ms)
     peer_why = _peer_why(view, peer, me)
     if peer_why is not None:
+        if _needs_fresh(view, vip, peer):
+            return False, f"home node; {peer_why}: {_FRESH_WAIT}"
         return True, f"home node, healthy; {peer_why}"
     if vip not in peer.held:
         return True, f"home node, healthy; nobody holds {vip}"
@@ -324,6 +369,8 @@ def _as_home(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tup
 def _as_other(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tuple[bool, str]:
     peer_why = _peer_why(view, peer, me)
     if peer_why is not None:
+        if vip not in me.held and _needs_fresh(view, vip, peer):
+            return False, f"{peer_why}: {_FRESH_WAIT}"
         return True, peer_why
     due = _failback_due(peer, view.auto_failback, view.failback_delay_ms)
     if vip in me.held and vip not in peer.held:
@@ -342,10 +389,14 @@ def _not_eligible(
 ) -> tuple[bool, str]:
     peer_why = _peer_why(view, peer, me)
     if peer_why is None:
-        if vip in me.held and me.healthy and vip not in peer.held:
+        if vip in me.held and me.answers and vip not in peer.held:
             return True, f"{my_why}: keeping {vip} until {peer.name} holds it (make-before-break)"
         return False, my_why
     if vip not in me.held:
+        if _orphan_owner(vip, home, me, peer) == me.name:
+            return True, (
+                f"{my_why}; {peer_why}: nobody holds {vip}, taking it so that clients get an answer"
+            )
         return False, f"{my_why}; {peer_why}: not taking {vip}"
     if home == peer.name and peer.alive and vip in peer.held:
         return False, f"{my_why}; {peer_why}: home node {peer.name} keeps {vip}"
@@ -415,6 +466,17 @@ def decide(view: ClusterView) -> Decision:
                     f"min {_ms(view.min_move_interval_ms)} ms; pending: {reason}"
                 )
                 want = was
+        if (
+            not want
+            and vip in me.held
+            and me.answers
+            and peer is not None
+            and peer.alive
+            and vip not in peer.held
+        ):
+            # Rule 11, whatever path led here: never let go before the peer holds it.
+            want = True
+            reason = f"keeping {vip} until {peer.name} holds it (make-before-break); then: {reason}"
         announce = (
             want
             and owner == me.name

@@ -3,10 +3,12 @@
 One datagram, network byte order::
 
     magic   4s  b"HPHB"
-    version B   1
+    version B   2 (version 1, which has no ``answers`` bit, is still accepted)
     length  H   total datagram length, tag included (a truncated datagram is malformed)
-    flags   B   bit 0 healthy, bit 1 pingable, bit 2 standby; other bits must be 0
-    boot_id Q   sender's start time in ns since the epoch (a later boot has a larger id)
+    flags   B   bit 0 healthy, bit 1 pingable, bit 2 standby, bit 3 answers (version 2:
+                HAProxy answers, if only with an error page); other bits must be 0
+    boot_id Q   sender's boot counter: larger for every start of the agent (see
+                :func:`next_boot_id`), so a peer whose clock stepped back is no replay
     seq     Q   increments per datagram within one boot
     stable  I   ms the sender has been continuously healthy, pingable and hearing its peer
     cluster     u8 length + UTF-8
@@ -37,7 +39,8 @@ from hapair.errors import FatalError, UsageError
 from hapair.fileio import write_atomic
 
 MAGIC = b"HPHB"
-VERSION = 1
+VERSION = 2
+ACCEPTED_VERSIONS = frozenset({1, 2})
 TAG_LEN = 32
 MAX_DATAGRAM = 511
 """Largest datagram encoded or accepted (bytes)."""
@@ -58,8 +61,8 @@ DROP_REASONS: tuple[str, ...] = (
 _HEADER = struct.Struct("!4sBH")
 _FIXED = struct.Struct("!BQQI")
 _MIN_LEN = _HEADER.size + _FIXED.size + 4 + TAG_LEN
-_HEALTHY, _PINGABLE, _STANDBY = 1, 2, 4
-_KNOWN_FLAGS = _HEALTHY | _PINGABLE | _STANDBY
+_HEALTHY, _PINGABLE, _STANDBY, _ANSWERS = 1, 2, 4, 8
+_KNOWN_FLAGS = {1: _HEALTHY | _PINGABLE | _STANDBY, 2: _HEALTHY | _PINGABLE | _STANDBY | _ANSWERS}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Heartbeat:
 
     :ivar cluster: the cluster's name.
     :ivar node: the sender (``lb1`` or ``lb2``).
-    :ivar boot_id: the sender's start time in ns since the epoch.
+    :ivar boot_id: the sender's boot counter (larger at every start).
     :ivar seq: sequence number within the boot, incremented per datagram.
     :ivar healthy: the sender's HAProxy answers on its stats socket and serves a real request.
     :ivar pingable: the sender reaches at least one ping node.
@@ -76,6 +79,8 @@ class Heartbeat:
     :ivar standby: an operator put the sender in standby.
     :ivar held: VIP names the sender holds now (read from the kernel or the cloud).
     :ivar wanted: VIP names the sender wants.
+    :ivar answers: the sender's HAProxy answers (it can at least return an error page), even
+        when it is not ``healthy``; always true when ``healthy``.
     """
 
     cluster: str
@@ -88,6 +93,7 @@ class Heartbeat:
     standby: bool = False
     held: frozenset[str] = frozenset()
     wanted: frozenset[str] = frozenset()
+    answers: bool = True
 
 
 class _Malformed(Exception):
@@ -127,6 +133,7 @@ def encode(hb: Heartbeat, key: bytes) -> bytes:
         (_HEALTHY if hb.healthy else 0)
         | (_PINGABLE if hb.pingable else 0)
         | (_STANDBY if hb.standby else 0)
+        | (_ANSWERS if hb.answers or hb.healthy else 0)
     )
     body = bytearray(_FIXED.pack(flags, hb.boot_id, hb.seq, min(hb.stable_ms, STABLE_CAP_MS)))
     _put_str(body, hb.cluster)
@@ -166,11 +173,13 @@ class _Reader:
         return frozenset(self.string() for _ in range(count))
 
 
-def _parse(signed: bytes) -> Heartbeat:
+def _parse(signed: bytes, version: int) -> Heartbeat:
     reader = _Reader(signed, _HEADER.size)
     flags, boot_id, seq, stable_ms = _FIXED.unpack(reader.take(_FIXED.size))
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~_KNOWN_FLAGS[version]:
         raise _Malformed
+    # Version 1 has no answers bit: a healthy sender answers, an unhealthy one may not.
+    answers = bool(flags & (_ANSWERS if version >= 2 else _HEALTHY))
     cluster = reader.string()
     node = reader.string()
     held = reader.names()
@@ -186,6 +195,7 @@ def _parse(signed: bytes) -> Heartbeat:
         standby=bool(flags & _STANDBY),
         held=held,
         wanted=wanted,
+        answers=answers or bool(flags & _HEALTHY),
     )
     if reader.pos != len(signed):
         raise _Malformed
@@ -223,7 +233,7 @@ class Decoder:
             self._drop("malformed")
             return None
         magic, version, length = _HEADER.unpack_from(data)
-        if magic != MAGIC or version != VERSION or length != len(data):
+        if magic != MAGIC or version not in ACCEPTED_VERSIONS or length != len(data):
             self._drop("malformed")
             return None
         signed, tag = data[:-TAG_LEN], data[-TAG_LEN:]
@@ -232,7 +242,7 @@ class Decoder:
             self._drop("bad_mac")
             return None
         try:
-            hb = _parse(signed)
+            hb = _parse(signed, version)
         except (_Malformed, struct.error):
             self._drop("malformed")
             return None

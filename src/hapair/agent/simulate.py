@@ -1,20 +1,29 @@
-"""A pure two-node simulation: both agents' decision cores run against one scripted world.
+"""A pure two-node simulation: both agents' :class:`~hapair.agent.controller.Controller`\\ s,
+the very objects the daemon runs, against one scripted world.
 
 No sockets, threads or real time. :class:`World` steps a simulated clock by the heartbeat
-interval; each step every running agent sends a heartbeat through the real :func:`encode` and
-:class:`Decoder`, advances its :class:`Membership`, builds its :class:`ClusterView`, calls
-:func:`decide`, and the wanted set is applied at once (an instantaneous resource agent). Faults
-are attributes flipped between steps: a node's ``link``, ``healthy``, ``pingable``, ``standby``,
-its agent (:meth:`World.kill`, :meth:`World.restart`), and the world's ``heartbeat_path`` (udp/694
-between the nodes) and ``data_path`` (the peer-serving probe). Tests use it to check invariants.
+interval; each step every running agent sends a heartbeat through the real :func:`encode`, the
+network delivers it (or loses or delays it), the peer's real :class:`Decoder` checks it, and each
+controller observes its health and probes, then steps; what it wants is applied at once (an
+instantaneous resource agent). Faults are attributes flipped between steps:
+
+- per node: ``link``, ``healthy``, ``answers`` (HAProxy answers at all), ``pingable``,
+  ``standby``, the agent (:meth:`World.kill`, :meth:`World.restart`), a stall
+  (:meth:`World.stall`: the agent neither sends nor decides, datagrams queue for it);
+- the network: ``heartbeat_path`` (udp/694 between the nodes), ``data_path`` (the side-channel
+  probe), ``loss[(src, dst)]`` (the share of datagrams lost from ``src`` to ``dst``) and
+  ``jitter_ms`` (each datagram is delayed by a random 0..jitter ms, in whole steps).
+
+Randomness comes from one seeded generator, so every run can be replayed.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
-from hapair.agent.membership import Membership, PeerState
-from hapair.agent.placement import ClusterView, Decision, NodeFacts, decide
+from hapair.agent.controller import Controller, Step
+from hapair.agent.placement import ClusterView, Decision
 from hapair.agent.protocol import STABLE_CAP_MS, Decoder, Heartbeat, encode
 from hapair.spec import HaSpec
 
@@ -23,23 +32,22 @@ KEY = b"simulated-cluster-key-32-bytes!!"
 
 @dataclass
 class SimNode:
-    """One simulated LB node: the facts the world controls and the agent's own state."""
+    """One simulated LB node: the facts the world controls and the agent's controller."""
 
     name: str
     boot_id: int
-    membership: Membership
+    controller: Controller
     decoder: Decoder
     agent: bool = True
     healthy: bool = True
+    answers: bool = True
     pingable: bool = True
     standby: bool = False
     link: bool = True
+    stalled_until: float = 0.0
     held: set[str] = field(default_factory=set)
     seq: int = 0
-    wanted: frozenset[str] | None = None
-    last_move: dict[str, float] = field(default_factory=dict)
-    stable_since: float | None = None
-    stable_ms: float = 0
+    inbox: list[tuple[float, bytes]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Record:
     node: str
     view: ClusterView
     decision: Decision
+    step: Step
 
 
 class World:
@@ -58,6 +67,7 @@ class World:
     :param vips: ``(vip, home)`` pairs.
     :param names: the two node names.
     :param cluster: the cluster name on the wire.
+    :param seed: the seed of the network's randomness (loss, jitter).
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class World:
         vips: tuple[tuple[str, str], ...] = (("vip1", "lb1"), ("vip2", "lb2")),
         names: tuple[str, str] = ("lb1", "lb2"),
         cluster: str = "sim",
+        seed: int = 0,
     ) -> None:
         self.ha = ha or HaSpec()
         self.vips = vips
@@ -74,17 +85,24 @@ class World:
         self.now: float = 0
         self.heartbeat_path = True
         self.data_path = True
+        self.loss: dict[tuple[str, str], float] = {}
+        self.jitter_ms: float = 0
+        self.rng = random.Random(seed)
         self.records: list[Record] = []
-        self._boots = 0
+        self._boot_ids: dict[str, int] = {}
         self.nodes = {name: self._boot(name, set()) for name in names}
 
     def _boot(self, name: str, held: set[str]) -> SimNode:
-        self._boots += 1
+        # The boot counter of hapair.agent.boot: the first boot from the clock, then +1.
+        boot = self._boot_ids.get(name, 1_700_000_000_000_000_000 + int(self.now * 1e6)) + 1
+        self._boot_ids[name] = boot
         peer = self.peer_name(name)
+        controller = Controller(name, peer, self.vips, self.ha, start_ms=self.now)
+        controller.found(held)
         return SimNode(
             name=name,
-            boot_id=int(self.now * 1_000_000) + self._boots,
-            membership=Membership.from_spec(peer, self.ha, start_ms=self.now),
+            boot_id=boot,
+            controller=controller,
             decoder=Decoder(KEY, self.cluster, name, {peer}),
             held=held,
         )
@@ -97,14 +115,20 @@ class World:
         """Stop a node's agent (and by default its HAProxy); what it holds stays configured."""
         node = self.nodes[name]
         node.agent = False
-        node.healthy = node.healthy and not haproxy
+        if haproxy:
+            node.healthy = node.answers = False
 
     def restart(self, name: str, *, keep_held: bool = True, healthy: bool = True) -> None:
-        """Start a node's agent afresh (new boot id); ``keep_held=False`` is a reboot."""
+        """Start a node's agent afresh (a new boot id); ``keep_held=False`` is a reboot."""
         old = self.nodes[name]
         new = self._boot(name, set(old.held) if keep_held else set())
-        new.healthy, new.pingable, new.standby, new.link = healthy, old.pingable, False, old.link
+        new.healthy, new.answers = healthy, healthy or old.answers
+        new.pingable, new.standby, new.link = old.pingable, False, old.link
         self.nodes[name] = new
+
+    def stall(self, name: str, ms: float) -> None:
+        """Stop a node's agent for ``ms`` (SIGSTOP): it neither sends nor decides."""
+        self.nodes[name].stalled_until = self.now + ms
 
     def holders(self, vip: str) -> set[str]:
         """The nodes whose kernel holds ``vip`` now."""
@@ -112,76 +136,80 @@ class World:
 
     def _heartbeat(self, node: SimNode) -> Heartbeat:
         node.seq += 1
+        c = node.controller
         return Heartbeat(
             cluster=self.cluster,
             node=node.name,
             boot_id=node.boot_id,
             seq=node.seq,
-            healthy=node.healthy,
+            healthy=c.healthy,
+            answers=c.answers,
             pingable=node.pingable and node.link,
-            stable_ms=int(node.stable_ms),
+            stable_ms=int(min(c.stable_ms(self.now), STABLE_CAP_MS)),
             standby=node.standby,
-            held=frozenset(node.held),
-            wanted=node.wanted or frozenset(),
+            held=c.claimed(frozenset(node.held)),
+            wanted=c.wanted_set(),
         )
 
     def _connected(self) -> bool:
         return all(n.link for n in self.nodes.values())
 
-    def _view(self, node: SimNode) -> ClusterView:
+    def _running(self, node: SimNode) -> bool:
+        return node.agent and self.now >= node.stalled_until
+
+    def _send(self, node: SimNode) -> None:
+        data = encode(self._heartbeat(node), KEY)
         peer = self.nodes[self.peer_name(node.name)]
-        state = node.membership.state(self.now)
-        pingable = node.pingable and node.link
-        if node.healthy and pingable and state in (PeerState.UP, PeerState.WARN):
-            if node.stable_since is None:
-                node.stable_since = self.now
-            node.stable_ms = min(self.now - node.stable_since, STABLE_CAP_MS)
-        else:
-            node.stable_since, node.stable_ms = None, 0
-        return ClusterView(
-            now_ms=self.now,
-            me=NodeFacts(
-                name=node.name,
-                healthy=node.healthy,
-                pingable=pingable,
-                standby=node.standby,
-                stable_ms=node.stable_ms,
-                held=frozenset(node.held),
-            ),
-            peer_name=peer.name,
-            peer_state=state,
-            peer_view=node.membership.last(),
-            peer_serving=self.data_path and self._connected() and peer.healthy,
-            peer_silence_ms=node.membership.silence_ms(self.now),
-            vips=self.vips,
-            auto_failback=self.ha.auto_failback,
-            failback_delay_ms=self.ha.failback_delay_ms,
-            min_move_interval_ms=self.ha.min_move_interval_ms,
-            wanted=node.wanted,
-            last_move_ms=dict(node.last_move),
-        )
+        if not (self.heartbeat_path and self._connected()):
+            return
+        if self.rng.random() < self.loss.get((node.name, peer.name), 0.0):
+            return
+        delay = self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0.0
+        peer.inbox.append((self.now + delay, data))
+
+    def _receive(self, node: SimNode) -> None:
+        due = [d for d in node.inbox if d[0] <= self.now]
+        node.inbox = [d for d in node.inbox if d[0] > self.now]
+        if not node.agent:
+            return  # a dead agent's socket is gone
+        for _, data in sorted(due, key=lambda d: d[0]):
+            hb = node.decoder.decode(data)
+            if hb is not None:
+                node.controller.observe_heartbeat(hb, self.now)
+
+    def _probe_ok(self, node: SimNode) -> bool:
+        peer = self.nodes[self.peer_name(node.name)]
+        return self.data_path and self._connected() and peer.healthy
 
     def step(self) -> list[Record]:
         """Advance one interval: heartbeats, then every running agent decides, then acts."""
         self.now += self.ha.interval_ms
-        running = [n for n in self.nodes.values() if n.agent]
+        running = [n for n in self.nodes.values() if self._running(n)]
         for node in running:
-            data = encode(self._heartbeat(node), KEY)
-            peer = self.nodes[self.peer_name(node.name)]
-            if peer.agent and self.heartbeat_path and self._connected():
-                hb = peer.decoder.decode(data)
-                if hb is not None:
-                    peer.membership.observe(hb, self.now)
+            c = node.controller
+            c.observe_health(
+                node.healthy, node.answers, self.now if node.healthy else c.health_ok_started_ms
+            )
+            self._send(node)
         out = []
-        for node in running:
-            node.membership.poll(self.now)
-            view = self._view(node)
-            out.append(Record(node.name, view, decide(view)))
+        for node in list(self.nodes.values()):
+            if not self._running(node):
+                continue
+            self._receive(node)
+            c = node.controller
+            c.loop_ran(self.now)
+            if c.should_probe(self.now):
+                c.observe_probe(self._probe_ok(node), self.now)
+            st = c.step(
+                self.now,
+                held=frozenset(v for v in node.held if c.wanted.get(v) is not False),
+                pingable=node.pingable and node.link,
+                standby=node.standby,
+            )
+            out.append(Record(node.name, st.view, st.decision, st))
         for rec in out:
             node = self.nodes[rec.node]
-            node.held = set(rec.decision.wanted)
-            node.wanted = rec.decision.wanted
-            node.last_move = rec.decision.last_move_ms(node.last_move)
+            node.held = {v for v, w in node.controller.wanted.items() if w}
         self.records.extend(out)
         return out
 

@@ -1,0 +1,50 @@
+"""The health gate: HAProxy's own view counts at once, requests are judged over a window."""
+
+from __future__ import annotations
+
+from hapair.agent.health import HealthGate
+
+
+def test_a_silent_stats_socket_is_a_hard_failure_at_once() -> None:
+    g = HealthGate(rise=2, fall=3)
+    g.stats(True, 3, 3)
+    assert g.request(True, 1.0).healthy
+    h = g.stats(False)
+    assert (h.healthy, h.answers, h.hard) == (False, False, True)
+    assert h.summary == "haproxy does not answer on its stats socket"
+    assert g.stats(True, 3, 3).healthy  # HAProxy's own view needs no rise
+
+
+def test_no_backend_up_counts_at_once_but_haproxy_still_answers() -> None:
+    g = HealthGate()
+    g.stats(True, 3, 3)
+    g.request(True, 1.0)
+    h = g.stats(True, 0, 3)
+    assert (h.healthy, h.answers) == (False, True)
+    assert h.summary == "haproxy has no backend up (0/3)"
+
+
+def test_requests_need_fall_failures_in_a_row_and_rise_successes() -> None:
+    g = HealthGate(rise=2, fall=3)
+    g.stats(True, 2, 3)
+    assert g.current.summary == "no request through haproxy yet (2/3 backends up)"
+    assert g.request(True, 1.0).healthy  # the first request counts at once
+    assert g.request(False, 2.0).healthy
+    assert g.request(False, 3.0).healthy
+    assert g.request(True, 4.0).healthy  # a success breaks the run: a lossy link moves nothing
+    assert g.request(False, 5.0).healthy
+    assert g.request(False, 6.0).healthy
+    h = g.request(False, 7.0)
+    assert (h.healthy, h.answers) == (False, True)
+    assert h.summary == "3 requests in a row through haproxy failed (2/3 backends up)"
+    assert not g.request(True, 8.0).healthy  # rise 2
+    assert g.request(True, 9.0).healthy
+    assert g.ok_started_ms == 9.0
+
+
+def test_ok_started_is_the_latest_start_of_a_success_even_out_of_order() -> None:
+    g = HealthGate()
+    g.stats(True, 1, 1)
+    g.request(True, 50.0)
+    g.request(True, 20.0)  # a slower, older request finishing last
+    assert g.ok_started_ms == 50.0
