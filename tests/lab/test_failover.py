@@ -102,9 +102,10 @@ def test_haproxy_crash_on_lb2_moves_vip2_to_lb1(ha: Lab) -> None:
     ha.platform.kill(ha.name, "lb2", "haproxy")
     ha.wait_for("VIP2 served by lb1", lambda: served_by(ha, 2) == "lb1", 5)
     ha.wait_for("lb2 to release VIP2", lambda: ha.owners()["vip2"] == ["lb1"], 5)
-    st = status(ha, "lb2")
-    assert st["health"]["healthy"] is False
-    assert "stats socket" in st["health"]["summary"]
+    # The supervisor may have restarted HAProxy by now: the event log tells what happened.
+    events = [e["message"] for e in status(ha, "lb2")["events"]]
+    assert "health: haproxy does not answer on its stats socket" in events, events
+    assert any(m.startswith("released vip2") for m in events), events
     ha.platform.revive(ha.name, "lb2")
     ha.wait_for("VIP2 back on lb2", lambda: ha.owners()["vip2"] == ["lb2"], FAILBACK_S + 10)
 
@@ -295,17 +296,37 @@ def test_sighup_reloads_timings(ha: Lab) -> None:
         ha.wait_for(
             "the reload", lambda: status(ha, "lb1")["config"]["failback_delay_ms"] == 4000, 3
         )
-        assert any(e["message"] == "configuration reloaded" for e in status(ha, "lb1")["events"])
+        assert any(
+            e["message"] == "configuration reloaded: every loop uses the new timings"
+            for e in status(ha, "lb1")["events"]
+        )
+        pid = _agent_pid(ha, "lb1")
         path.write_text(original.replace('node = "lb1"', 'node = "lb9"'))
-        os.kill(_agent_pid(ha, "lb1"), signal.SIGHUP)
+        os.kill(pid, signal.SIGHUP)
         ha.wait_for(
             "the refusal",
             lambda: any(
-                "reload refused: node need a restart" in e["message"]
+                "reload refused, keeping the old config: node need a restart" in e["message"]
                 for e in status(ha, "lb1")["events"]
             ),
             3,
         )
+        # A config that is invalid as a whole (timings out of order) is refused as a whole:
+        # not even the valid failback_delay_ms in it is taken.
+        bad = original.replace("failback_delay_ms = 3000", "failback_delay_ms = 5000")
+        path.write_text(bad.replace("warntime_ms = 100", "warntime_ms = 10"))
+        os.kill(pid, signal.SIGHUP)
+        ha.wait_for(
+            "the second refusal",
+            lambda: any(
+                "reload refused, keeping the old config" in e["message"]
+                and "interval_ms < warntime_ms" in e["message"]
+                for e in status(ha, "lb1")["events"]
+            ),
+            3,
+        )
+        assert status(ha, "lb1")["config"]["failback_delay_ms"] == 4000
+        assert _agent_pid(ha, "lb1") == pid  # still the same process: nothing restarted it
     finally:
         path.write_text(original)
         os.kill(_agent_pid(ha, "lb1"), signal.SIGHUP)

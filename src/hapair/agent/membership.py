@@ -44,7 +44,9 @@ FALSE_DEATH_TARGET: Final = 1e-4
 """Chance per interval, at the measured loss, that a live peer looks dead."""
 MAX_STRETCH: Final = 10.0
 """The effective deadtime is at most this many times ``deadtime``."""
-MIN_INTERVALS: Final = 20
+SHORT_WINDOW_MS: Final = 1_000.0
+"""... and over this long, so that a link that just turned lossy is noticed at once."""
+MIN_INTERVALS: Final = 10
 """Fewer intervals observed than this: too little to estimate loss; use ``deadtime``."""
 
 
@@ -150,23 +152,26 @@ class Membership:
         return None if self._heard_ms is None else now - self._heard_ms
 
     def loss(self, now: float) -> float:
-        """The share of heartbeat intervals in the last :data:`LOSS_WINDOW_MS` that brought no
-        heartbeat (0 when too little was observed).
+        """The share of heartbeat intervals that brought no heartbeat: the larger of the last
+        :data:`LOSS_WINDOW_MS` and the last :data:`SHORT_WINDOW_MS` (so a link that just turned
+        lossy is noticed within a second), 0 when too little was observed.
 
         :param now: the current time (ms).
         """
         self._forget(now)
-        if len(self._arrivals) < 2:
+        return max(self._loss_since(now - LOSS_WINDOW_MS), self._loss_since(now - SHORT_WINDOW_MS))
+
+    def _loss_since(self, start: float) -> float:
+        times = [t for t in self._arrivals if t >= start]
+        if len(times) < 2:
             return 0.0
         # Completed gaps only: the silence under way is what is being judged.
-        span = self._arrivals[-1] - self._arrivals[0]
+        span = times[-1] - times[0]
         if span < MIN_INTERVALS * self.interval_ms:
             return 0.0
         missed = 0
-        prev = self._arrivals[0]
-        for t in list(self._arrivals)[1:]:
+        for prev, t in zip(times, times[1:], strict=False):
             missed += max(0, round((t - prev) / self.interval_ms) - 1)
-            prev = t
         return min(1.0, missed / (span / self.interval_ms))
 
     def effective_deadtime_ms(self, now: float) -> float:

@@ -89,6 +89,8 @@ class World:
         self.jitter_ms: float = 0
         self.rng = random.Random(seed)
         self.records: list[Record] = []
+        #: sentences of the controllers outside their steps: (time, node, sentence)
+        self.notes: list[tuple[float, str, str]] = []
         self._boot_ids: dict[str, int] = {}
         self.nodes = {name: self._boot(name, set()) for name in names}
 
@@ -158,14 +160,16 @@ class World:
         return node.agent and self.now >= node.stalled_until
 
     def _send(self, node: SimNode) -> None:
-        data = encode(self._heartbeat(node), KEY)
+        """One datagram to each of the peer's two addresses, as the daemon sends them."""
         peer = self.nodes[self.peer_name(node.name)]
-        if not (self.heartbeat_path and self._connected()):
-            return
-        if self.rng.random() < self.loss.get((node.name, peer.name), 0.0):
-            return
-        delay = self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0.0
-        peer.inbox.append((self.now + delay, data))
+        for _copy in range(2):
+            data = encode(self._heartbeat(node), KEY)
+            if not (self.heartbeat_path and self._connected()):
+                continue
+            if self.rng.random() < self.loss.get((node.name, peer.name), 0.0):
+                continue
+            delay = self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0.0
+            peer.inbox.append((self.now + delay, data))
 
     def _receive(self, node: SimNode) -> None:
         due = [d for d in node.inbox if d[0] <= self.now]
@@ -178,8 +182,13 @@ class World:
                 node.controller.observe_heartbeat(hb, self.now)
 
     def _probe_ok(self, node: SimNode) -> bool:
+        """A request through the peer's HAProxy: lost like any datagram on a lossy link."""
         peer = self.nodes[self.peer_name(node.name)]
-        return self.data_path and self._connected() and peer.healthy
+        if not (self.data_path and self._connected() and peer.healthy):
+            return False
+        there = self.loss.get((node.name, peer.name), 0.0)
+        back = self.loss.get((peer.name, node.name), 0.0)
+        return self.rng.random() >= 1 - (1 - there) * (1 - back)
 
     def step(self) -> list[Record]:
         """Advance one interval: heartbeats, then every running agent decides, then acts."""
@@ -197,7 +206,9 @@ class World:
                 continue
             self._receive(node)
             c = node.controller
-            c.loop_ran(self.now)
+            note = c.loop_ran(self.now)
+            if note is not None:
+                self.notes.append((self.now, node.name, note))
             if c.should_probe(self.now):
                 c.observe_probe(self._probe_ok(node), self.now)
             st = c.step(
