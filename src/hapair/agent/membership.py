@@ -27,6 +27,7 @@ counted in :attr:`Membership.restarts`.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 from enum import StrEnum
@@ -170,7 +171,7 @@ class Membership:
         if span < MIN_INTERVALS * self.interval_ms:
             return 0.0
         missed = 0
-        for prev, t in zip(times, times[1:], strict=False):
+        for prev, t in itertools.pairwise(times):
             missed += max(0, round((t - prev) / self.interval_ms) - 1)
         return min(1.0, missed / (span / self.interval_ms))
 
