@@ -8,56 +8,36 @@ dashboards on 9022/9023. Errors name the field and the fix, e.g.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hapair.errors import SpecError
-
-LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
-"""RFC 2544's benchmarking range: the only addresses the lab ever uses."""
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
-
-
-def _between(lo: int, hi: int) -> Callable[[int], int]:
-    def check(value: int) -> int:
-        if not lo <= value <= hi:
-            raise ValueError(f"must be between {lo} and {hi} (got {value})")
-        return value
-
-    return check
-
-
-def Bounded(lo: int, hi: int) -> Any:
-    """An int that must lie in [lo, hi], with a message that says so."""
-    return Annotated[int, AfterValidator(_between(lo, hi))]
-
-
-Port = Bounded(1, 65535)
-
-
-def _ipv4(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        raise ValueError(f"must be an IPv4 address (got {value!r})") from None
-
-
-def _cidr(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Network(value, strict=True))
-    except ValueError:
-        raise ValueError(f"must be an IPv4 network such as 198.18.0.0/23 (got {value!r})") from None
-
-
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
-CIDR = Annotated[str, AfterValidator(_cidr)]
+from hapair.spec_checks import (
+    CIDR,
+    Ami,
+    Bounded,
+    CertPath,
+    CheckPath,
+    Cookie,
+    Domain,
+    InstanceType,
+    IPv4,
+    KeyName,
+    Name,
+    PipSpec,
+    Port,
+    Region,
+    SourceCidrs,
+    StatsPassword,
+    StatsUser,
+    StrictBool,
+    StrictInt,
+    check_lab,
+    check_ports,
+)
 
 
 class _Model(BaseModel):
@@ -68,24 +48,11 @@ class ClusterSpec(_Model):
     """Who the cluster is."""
 
     # Prefix of every namespace, state directory and cloud tag; short so interface names fit.
-    name: str = "demo"
+    name: Name = "demo"  # type: ignore[valid-type]
     # The DNS name that answers with both floating IPs (the seed's DNS label).
-    domain: str = "www.hapair.test"
+    domain: Domain = "www.hapair.test"  # type: ignore[valid-type]
     # Where the stack runs: "lab" (network namespaces on this host) or "aws" (boto3).
     platform: Literal["lab", "aws"] = "lab"
-
-    @model_validator(mode="after")
-    def _check_name(self) -> ClusterSpec:
-        if not NAME_RE.match(self.name):
-            raise ValueError(
-                f"cluster.name: must be 1-8 lowercase letters or digits, starting with a letter "
-                f"(got {self.name!r})"
-            )
-        if not re.match(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$", self.domain):
-            raise ValueError(
-                f"cluster.domain: must be a DNS name such as www.hapair.test (got {self.domain!r})"
-            )
-        return self
 
 
 class WebSpec(_Model):
@@ -101,7 +68,7 @@ class LbSpec(_Model):
     """The load-balancer pair."""
 
     # Always 2: the seed's "non-configurable amount of HAPEE load-balancers".
-    count: int = 2
+    count: StrictInt = 2
 
     @model_validator(mode="after")
     def _two(self) -> LbSpec:
@@ -140,15 +107,15 @@ class HaproxySpec(_Model):
 
     http_port: Port = 80  # type: ignore[valid-type]
     # Serve HTTPS on https_port too; with no cert, the lab generates a self-signed one.
-    https: bool = False
+    https: StrictBool = False
     https_port: Port = 443  # type: ignore[valid-type]
     # PEM file with certificate and key; empty = self-signed, generated per cluster.
-    cert: str = ""
+    cert: CertPath = ""  # type: ignore[valid-type]
     balance: Literal["roundrobin", "leastconn", "source", "first"] = "roundrobin"
-    # Cookie persistence as in the seed.
-    cookie: str = "SERVERID insert indirect nocache"
+    # Cookie persistence as in the seed: a name, then HAProxy's `cookie` options.
+    cookie: Cookie = "SERVERID insert indirect nocache"
     # Health checks of web servers: HTTP GET of this path every inter_ms, rise/fall counts.
-    check_path: str = "/health"
+    check_path: CheckPath = "/health"  # type: ignore[valid-type]
     check_inter_ms: Bounded(100, 60000) = 1000  # type: ignore[valid-type]
     check_rise: Bounded(1, 100) = 2  # type: ignore[valid-type]
     check_fall: Bounded(1, 100) = 2  # type: ignore[valid-type]
@@ -156,16 +123,16 @@ class HaproxySpec(_Model):
     timeout_client_ms: Bounded(100, 3600000) = 50000  # type: ignore[valid-type]
     timeout_server_ms: Bounded(100, 3600000) = 50000  # type: ignore[valid-type]
     retries: Bounded(0, 10) = 3  # type: ignore[valid-type]
-    redispatch: bool = True
-    forwardfor: bool = True
+    redispatch: StrictBool = True
+    forwardfor: StrictBool = True
     maxconn: Bounded(100, 1000000) = 4096  # type: ignore[valid-type]
     # Worker threads per HAProxy.
     nbthread: Bounded(1, 64) = 2  # type: ignore[valid-type]
     # Stats page (the seed's dashboard on 9022), behind these credentials; an empty
     # password means a random one, generated per cluster and kept 0600.
     stats_port: Port = 9022  # type: ignore[valid-type]
-    stats_user: str = "admin"
-    stats_password: str = ""
+    stats_user: StatsUser = "admin"  # type: ignore[valid-type]
+    stats_password: StatsPassword = ""  # type: ignore[valid-type]
 
 
 class AdminSpec(_Model):
@@ -174,7 +141,7 @@ class AdminSpec(_Model):
     # hapair's status API, metrics and admin calls (the seed's second dashboard port).
     port: Port = 9023  # type: ignore[valid-type]
     # Sources allowed to reach tcp/9022-9023. The seed allowed everyone; narrow it in production.
-    cidrs: tuple[CIDR, ...] = ("0.0.0.0/0",)
+    cidrs: SourceCidrs = ("0.0.0.0/0",)
 
 
 class HaSpec(_Model):
@@ -191,11 +158,12 @@ class HaSpec(_Model):
     # After start, how long to wait for a never-seen peer before declaring it dead (initdead).
     initdead_ms: Bounded(0, 600000) = 1500  # type: ignore[valid-type]
     # A returning home node takes its VIP back after this much stable health (auto_failback).
-    auto_failback: bool = True
+    auto_failback: StrictBool = True
     failback_delay_ms: Bounded(0, 600000) = 3000  # type: ignore[valid-type]
     # How often the local HAProxy's health is checked.
     health_interval_ms: Bounded(20, 10000) = 100  # type: ignore[valid-type]
-    # Ping nodes; empty = the gateway (the seed's "ping <gateway>").
+    # Ping nodes; empty = the gateway (the seed's "ping <gateway>"). On the lab, inside
+    # network.vpc_cidr and not an LB's own address.
     ping_nodes: tuple[IPv4, ...] = ()
     # Fewest seconds between two moves of one VIP for the same reason kind (anti-flap).
     min_move_interval_ms: Bounded(0, 600000) = 1000  # type: ignore[valid-type]
@@ -219,23 +187,23 @@ class AwsSpec(_Model):
     """The aws platform (what the original Terraform built)."""
 
     # Region; empty = what the standard AWS configuration selects.
-    region: str = ""
+    region: Region = ""  # type: ignore[valid-type]
     vpc_cidr: CIDR = "10.20.0.0/16"
     subnet_cidr: CIDR = "10.20.1.0/24"
     # Optional second subnet, in another AZ, for lb2.
-    second_az: bool = False
+    second_az: StrictBool = False
     subnet2_cidr: CIDR = "10.20.2.0/24"
-    lb_instance_type: str = "t3.small"
-    web_instance_type: str = "t3.small"
+    lb_instance_type: InstanceType = "t3.small"  # type: ignore[valid-type]
+    web_instance_type: InstanceType = "t3.small"  # type: ignore[valid-type]
     # AMI id; empty = Debian 12 found through its SSM public parameter.
-    ami: str = ""
+    ami: Ami = ""  # type: ignore[valid-type]
     # EC2 key pair for SSH; empty = none (instances configure themselves through cloud-init).
-    key_name: str = ""
+    key_name: KeyName = ""  # type: ignore[valid-type]
     # What cloud-init gives `pip install` for hapair on every node (a version, URL or path).
-    pip_spec: str = "hapair"
+    pip_spec: PipSpec = "hapair"  # type: ignore[valid-type]
     # An EC2 interface VPC endpoint, so an LB whose EIP has moved away can still reach the EC2
     # API to take it back (~0.01 USD/h); off = the agents rely on their public addresses.
-    ec2_endpoint: bool = True
+    ec2_endpoint: StrictBool = True
 
 
 class Spec(_Model):
@@ -251,82 +219,11 @@ class Spec(_Model):
     aws: AwsSpec = Field(default_factory=AwsSpec)
 
     @model_validator(mode="after")
-    def _lab_addresses(self) -> Spec:
-        if self.cluster.platform != "lab":
-            return self
-        net = self.network
-        vpc = ipaddress.ip_network(net.vpc_cidr)
-        inet = ipaddress.ip_network(net.internet_cidr)
-        for field, value in _address_fields(net):
-            if ipaddress.ip_address(value) not in LAB_RANGE:
-                raise ValueError(
-                    f"network.{field}: must lie in {LAB_RANGE}, the only range "
-                    f"the lab uses (got {value})"
-                )
-        for field in ("vpc_cidr", "internet_cidr"):
-            if not ipaddress.ip_network(getattr(net, field)).subnet_of(LAB_RANGE):  # type: ignore[arg-type]
-                raise ValueError(
-                    f"network.{field}: must lie in {LAB_RANGE} (got {getattr(net, field)})"
-                )
-        if vpc.overlaps(inet):
-            raise ValueError("network.internet_cidr: must not overlap network.vpc_cidr")
-        inside_vpc = [
-            ("gateway", net.gateway),
-            ("lb_primary", net.lb_primary[0]),
-            ("lb_primary", net.lb_primary[1]),
-            ("lb_secondary", net.lb_secondary[0]),
-            ("lb_secondary", net.lb_secondary[1]),
-        ]
-        for field, value in inside_vpc:
-            if ipaddress.ip_address(value) not in vpc:
-                raise ValueError(
-                    f"network.{field}: must lie in network.vpc_cidr {vpc} (got {value})"
-                )
-        for field, value in (
-            ("client", net.client),
-            ("dns", net.dns),
-            ("igw_outside", net.igw_outside),
-        ):
-            if ipaddress.ip_address(value) not in inet:
-                raise ValueError(
-                    f"network.{field}: must lie in network.internet_cidr {inet} (got {value})"
-                )
-        first = ipaddress.ip_address(net.web_first)
-        last = first + self.web.size - 1
-        if first not in vpc or last not in vpc or last == vpc.broadcast_address:
-            raise ValueError(
-                f"web.size: {self.web.size} web nodes from network.web_first "
-                f"{first} do not fit in network.vpc_cidr {vpc}"
-            )
-        webs = {first + i for i in range(self.web.size)}
-        fixed = [ipaddress.ip_address(a) for a in (net.gateway, *net.lb_primary, *net.lb_secondary)]
-        clash = webs.intersection(fixed)
-        if clash:
-            raise ValueError(
-                f"network.web_first: web addresses overlap other VPC addresses "
-                f"({', '.join(sorted(map(str, clash)))})"
-            )
-        all_fixed = [str(a) for a in fixed] + list(net.vips)
-        if len(set(all_fixed)) != len(all_fixed):
-            raise ValueError("network: gateway, LB and VIP addresses must all differ")
-        for vip in net.vips:
-            if ipaddress.ip_address(vip) in vpc or ipaddress.ip_address(vip) in inet:
-                raise ValueError(
-                    f"network.vips: floating IPs must lie outside vpc_cidr and "
-                    f"internet_cidr, as EIPs do (got {vip})"
-                )
-        if self.haproxy.https and self.haproxy.cert and not Path(self.haproxy.cert).is_file():
-            raise ValueError(f"haproxy.cert: file not found: {self.haproxy.cert}")
+    def _rules(self) -> Spec:
+        check_ports(self)
+        if self.cluster.platform == "lab":
+            check_lab(self)
         return self
-
-
-def _address_fields(net: NetworkSpec) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for field in ("gateway", "web_first", "igw_outside", "client", "dns"):
-        out.append((field, getattr(net, field)))
-    for field in ("lb_primary", "lb_secondary", "vips"):
-        out.extend((field, v) for v in getattr(net, field))
-    return out
 
 
 def format_errors(err: ValidationError) -> list[str]:
