@@ -39,8 +39,10 @@ DAMPING_WINDOW_MS: Final = 300_000.0
 """Own faults older than this are forgotten by the flap penalty."""
 MAX_PENALTY_MS: Final = 60_000.0
 """The flap penalty never asks for more than this much extra stability."""
-PROBE_FALL: Final = 2
-"""Failed probes in a row (since the peer's last heartbeat) that prove it does not serve."""
+PROBE_FALL: Final = 1
+"""Failed probes (since the peer's last heartbeat) that prove it does not serve. One is
+enough: a probe's timeout ends by ``deadtime``, and until a probe has answered either way a
+silent peer is presumed serving (no death declared on the lack of an answer)."""
 
 MOVE_REASONS: Final = (
     "failover",
@@ -234,7 +236,7 @@ class Controller:
 
     def probe_timeout_ms(self) -> float:
         """How long one side-channel probe may take: its verdict lands by ``deadtime``."""
-        return max(self.t.deadtime_ms - 1.5 * self.t.interval_ms, 2.0 * self.t.interval_ms)
+        return max(self.t.deadtime_ms - 1.5 * self.t.interval_ms, 0.5 * self.t.interval_ms)
 
     def loop_ran(self, now: float) -> str | None:
         """Called by the daemon's most frequent loop: notices that this node itself did not run

@@ -369,6 +369,8 @@ class Agent:
             timeout=c.probe_timeout_ms() / 1000,
         )
         c.observe_probe(ok, started)
+        if not ok and self._ready:
+            self.tick()  # the verdict a silent peer's death waited for
 
     async def _reconcile(self) -> None:
         for actor in self.actors.values():
