@@ -40,7 +40,8 @@ def test_haproxy_cfg_has_the_seeds_settings() -> None:
         "stats auth admin:pw",
         "http-response set-header X-LB lb2",
         "option httpchk GET /health",
-        "default-server inter 1000ms rise 2 fall 2",
+        "default-server inter 1000ms fastinter 100ms rise 2 fall 2 observe layer4 error-limit 1 "
+        "on-error fastinter",
     ):
         assert line in cfg, line
     assert "ssl crt" not in cfg
