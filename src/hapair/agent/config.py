@@ -141,7 +141,10 @@ def dump_toml(cfg: AgentConfig) -> str:
             return str(v)
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
-        s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        s = str(v)
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in s):
+            raise SpecError([f"agent.toml: a value has control characters ({s!r})"])
+        s = s.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{s}"'
 
     data = cfg.model_dump()
