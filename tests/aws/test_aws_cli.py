@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,53 @@ def test_status_of_a_cluster_that_does_not_exist(cluster_name: str) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ")
     assert cluster_name in proc.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HAPAIR, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_down_and_status_take_the_region_from_the_spec(
+    ami: str, cluster_name: str, tmp_path: Path
+) -> None:
+    # The environment says us-east-1 (conftest); the spec says eu-west-3, as `up` uses it.
+    spec = tmp_path / "hapair.toml"
+    spec.write_text(
+        f'[cluster]\nname = "{cluster_name}"\nplatform = "aws"\n'
+        f'[aws]\nregion = "eu-west-3"\nami = "{ami}"\n[web]\nsize = 1\n'
+        '[admin]\ncidrs = ["192.0.2.0/24"]\n'
+    )
+    up = _cli("up", "--spec", str(spec))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "in eu-west-3" in up.stdout
+
+    # Not in the configured region (where `status` and `down` looked, whatever the spec said);
+    # the cluster's IAM role is global, and says where the cluster lives.
+    elsewhere = _cli("status", "--platform", "aws", "--name", cluster_name)
+    assert elsewhere.returncode == 2
+    assert elsewhere.stderr == (
+        f"error: no aws cluster named {cluster_name} in us-east-1: its IAM role says it lives in "
+        "eu-west-3 (add --region eu-west-3, or set aws.region in the spec)\n"
+    )
+    # The spec's region: found by status, from the spec alone or from the spec's folder.
+    st = _cli("status", "--spec", str(spec), "--json")
+    assert st.returncode == 0, st.stderr
+    assert [n["name"] for n in json.loads(st.stdout)["nodes"]] == ["lb1", "lb2", "web1"]
+    here = subprocess.run(
+        [HAPAIR, "status"], capture_output=True, text=True, timeout=300, cwd=str(tmp_path)
+    )
+    assert here.returncode == 0, here.stderr
+    assert "lb1" in here.stdout
+    # --region overrides the spec, as for `up` and `plan`; there, `down` removes nothing (the
+    # global IAM role of the cluster in eu-west-3 included).
+    other = _cli("down", "--spec", str(spec), "--region", "us-east-1")
+    assert other.returncode == 2
+    assert "its IAM role says it lives in eu-west-3" in other.stderr
+    assert _cli("status", "--spec", str(spec)).returncode == 0
+
+    down = _cli("down", "--spec", str(spec))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"{cluster_name}: removed in eu-west-3" in down.stdout
+    again = _cli("down", "--spec", str(spec))
+    assert again.returncode == 0
+    assert f"{cluster_name}: nothing to remove in eu-west-3" in again.stdout

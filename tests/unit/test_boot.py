@@ -57,7 +57,7 @@ def test_garbage_or_an_unwritable_counter_refuses_to_start(tmp_path: Path) -> No
         next_boot_id(f)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the state directory should be\n")
-    with pytest.raises(FatalError, match="cannot (read|store) the boot counter"):
+    with pytest.raises(FatalError, match=r"cannot (read|store) the boot counter"):
         next_boot_id(blocker / "boot")
     full = tmp_path / "full"
     full.mkdir()

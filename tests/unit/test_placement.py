@@ -305,8 +305,7 @@ CASES = [
         {},
         "vip1",
         True,
-        "unhealthy; peer lb2 unhealthy: nobody holds vip1, taking it so that clients get "
-        "an answer",
+        "unhealthy; peer lb2 unhealthy: nobody holds vip1, taking it so that clients get an answer",
     ),
     (
         "orphan-left-to-its-home",
@@ -324,8 +323,7 @@ CASES = [
         {},
         "vip2",
         True,
-        "unhealthy; peer lb2 unhealthy: nobody holds vip2, taking it so that clients get "
-        "an answer",
+        "unhealthy; peer lb2 unhealthy: nobody holds vip2, taking it so that clients get an answer",
     ),
     (
         "no-fresh-health-no-takeover-from-unhealthy-peer",

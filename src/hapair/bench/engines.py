@@ -10,10 +10,7 @@ from hapair.bench.heartbeat import Heartbeat
 from hapair.bench.keepalived import Keepalived
 from hapair.errors import OperationError, UsageError
 from hapair.plan import Plan
-from hapair.platforms.lab import procs
 from hapair.platforms.lab.paths import LabPaths
-from hapair.platforms.lab.procs import Proc
-from hapair.platforms.lab.state import load_state
 
 ENGINES = ("hapair", "keepalived", "heartbeat")
 MOVES_RE = re.compile(r'^hapair_vip_moves_total\{[^}]*action="(take|release)"[^}]*\}\s+(\S+)', re.M)
@@ -54,9 +51,11 @@ class HapairAgents:
         """Nothing: ``revive`` starts the agent."""
 
     def running(self, lb: str) -> bool:
-        """Whether the lab's agent process on ``lb`` is alive."""
-        entry = (load_state(self.plan.name) or {}).get("procs", {}).get(f"{lb}/agent")
-        return bool(entry) and procs.alive(Proc(entry["pid"], entry["start"]))
+        """Whether the lab's agent process on ``lb`` is alive (read live from its supervisor:
+        the state file's pid predates a restart)."""
+        from hapair.platforms.lab.platform import LabPlatform
+
+        return LabPlatform().service(self.plan.name, lb, "agent") is not None
 
     def admin(self, lb: str, action: str) -> str:
         """A planned operation (``standby`` or ``online``) through the agent's API."""

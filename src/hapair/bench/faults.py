@@ -4,7 +4,9 @@
   configured. Restore: HAProxy, then the HA daemon.
 * ``reboot``: the same, and lb1's VIPs are deleted before the restore.
 * ``link``: lb1's switch port down. Restore: link up.
-* ``haproxy``: SIGKILL HAProxy only. Restore: start HAProxy.
+* ``haproxy``: SIGKILL HAProxy only, and its supervisor, so that it stays down until the restore
+  (the lab restarts a crashed service after 1 s; the trial holds the fault longer). Restore:
+  start HAProxy (``revive`` is idempotent: it starts only what does not run).
 * ``planned``: ``standby lb1`` through the agent API. Restore: ``online lb1`` (hapair only).
 * ``partition``: udp/694 dropped between the LBs (both alive and serving). Restore: undrop.
 """
@@ -71,7 +73,7 @@ def inject(t: Target, scenario: str) -> str:
     if scenario in ("crash", "reboot"):
         return t.lab.kill(name, t.node, "machine")
     if scenario in ("link", "haproxy"):
-        return t.lab.kill(name, t.node, scenario)
+        return t.lab.kill(name, t.node, scenario, keep_down=True)
     if scenario == "planned":
         assert isinstance(t.engine, HapairAgents)
         return t.engine.admin(t.node, "standby")

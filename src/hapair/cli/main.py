@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +21,7 @@ import typer
 
 from hapair.errors import HapairError, SpecError, UsageError
 from hapair.plan import make_plan
-from hapair.spec import Spec, load, with_overrides
+from hapair.spec import Spec, load, parse, with_overrides
 
 app = typer.Typer(
     help="hapair: an active-active pair of HAProxy load balancers with two floating IPs.",
@@ -27,9 +30,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-NameOpt = Annotated[str, typer.Option("--name", "-n", help="Cluster name (namespace prefix).")]
-RegionOpt = Annotated[str | None, typer.Option(help="aws: region (default: AWS configuration).")]
-SpecOpt = Annotated[Path | None, typer.Option("--spec", "-s", help="Spec file (hapair.toml).")]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name", "-n", help="Cluster name (default: the spec's cluster.name, else demo)."
+    ),
+]
+RegionOpt = Annotated[
+    str | None,
+    typer.Option(help="aws: region (default: the spec's aws.region, else the AWS configuration)."),
+]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", "-s", help="Spec file (default: ./hapair.toml if any).")
+]
+PlatformOpt = Annotated[
+    str | None, typer.Option(help="lab or aws (default: the spec's cluster.platform, else lab).")
+]
 DEFAULT_SPEC = Path("hapair.toml")
 
 
@@ -48,11 +64,58 @@ def load_spec(
     return with_overrides(s, name=name, web_size=web_size, platform=platform)
 
 
-def lab(engine: str = "hapair") -> Any:
+def cluster_name(name: str | None, spec: Path | None = None) -> str:
+    """``--name``, else the spec's cluster name (``--spec`` or ./hapair.toml), else demo."""
+    return name or load_spec(spec).cluster.name
+
+
+def with_region(s: Spec, region: str | None) -> Spec:
+    """The spec with ``--region`` (when given) as its ``aws.region``."""
+    if not region:
+        return s
+    data = s.model_dump(mode="python")
+    data["aws"]["region"] = region
+    return parse(data)
+
+
+def aws_platform(s: Spec) -> Any:
+    """The aws platform in the spec's region (``aws.region``; empty: the AWS configuration's,
+    e.g. ``AWS_REGION``). Every aws command goes through here, so they agree on the region."""
+    from hapair.platforms.aws import AwsPlatform
+
+    return AwsPlatform(region=s.aws.region or None)
+
+
+def lab(engine: str = "hapair", restart_delay: float | None = None) -> Any:
     """The lab platform (imported lazily so `check` and `render` work anywhere)."""
     from hapair.platforms.lab.platform import LabPlatform
 
-    return LabPlatform(engine)  # type: ignore[arg-type]
+    if restart_delay is None:
+        return LabPlatform(engine)  # type: ignore[arg-type]
+    return LabPlatform(engine, restart_delay)  # type: ignore[arg-type]
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` for the duration."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 class Steps:
@@ -68,9 +131,9 @@ class Steps:
         self.current, self.started = step, time.monotonic()
         typer.echo(f"  • {step} ...", nl=False)
 
-    def finish(self) -> None:
+    def finish(self, note: str | None = None) -> None:
         if self.current is not None:
-            typer.echo(f" {time.monotonic() - self.started:.1f} s")
+            typer.echo(f" {note or f'{time.monotonic() - self.started:.1f} s'}")
             self.current = None
 
 
@@ -80,23 +143,49 @@ def up(
     spec: SpecOpt = None,
     web_size: Annotated[int | None, typer.Option(help="Number of web servers (1..250).")] = None,
     platform: Annotated[str | None, typer.Option(help="lab (default) or aws.")] = None,
+    region: RegionOpt = None,
     engine: Annotated[
         str, typer.Option(help="lab only: hapair (agents), static or none.")
     ] = "hapair",
+    restart_delay: Annotated[
+        float,
+        typer.Option(
+            min=0.05, help="lab only: seconds before a supervisor restarts a dead service."
+        ),
+    ] = 1.0,
 ) -> None:
-    """Build the whole stack; running it again on a running cluster changes nothing."""
-    s = load_spec(spec, name, web_size, platform)
+    """Build the whole stack; running it again on a running cluster changes nothing.
+
+    Interrupted (Ctrl-C, SIGTERM), it exits 130 (143 for SIGTERM) and says how to finish or clean.
+    """
+    s = with_region(load_spec(spec, name, web_size, platform), region)
     plan = make_plan(s)
     if engine not in ("hapair", "static", "none"):
         raise UsageError("--engine: must be hapair, static or none")
+    on_aws = s.cluster.platform == "aws"
     typer.echo(f"hapair up {plan.name} ({s.cluster.platform}, {s.web.size} web nodes)")
     steps = Steps()
-    if s.cluster.platform == "aws":
-        from hapair.platforms.aws import AwsPlatform
-
-        aws = AwsPlatform(region=s.aws.region or None)
-        aws.up(plan, steps)
-        steps.finish()
+    try:
+        with interruptible():
+            if on_aws:
+                aws = aws_platform(s)
+                aws.up(plan, steps)
+            else:
+                lab(engine, restart_delay).up(plan, steps)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        steps.finish("interrupted")
+        what, down = (
+            ("cluster", f"hapair down --platform aws --name {plan.name}")
+            if on_aws
+            else ("lab", f"hapair down --name {plan.name}")
+        )
+        typer.echo(
+            f"interrupted: the {what} is half built; run `{down}` or `hapair up` again", err=True
+        )
+        raise typer.Exit(128 + signum) from None
+    steps.finish()
+    if on_aws:
         for v in aws.status(plan.name)["vips"]:
             typer.echo(f"  {v['name']}: {v['address']} (home {v['home']}, owner {v['owner']})")
         typer.echo(
@@ -104,13 +193,6 @@ def up(
             f"--name {plan.name}` removes everything"
         )
         return
-    try:
-        lab(engine).up(plan, steps)
-    except KeyboardInterrupt:
-        steps.finish()
-        typer.echo(f"interrupted; `hapair down --name {plan.name}` removes what was made")
-        raise typer.Exit(130) from None
-    steps.finish()
     typer.echo(f"ready in {time.monotonic() - steps.t0:.1f} s\n")
     net = s.network
     typer.echo(
@@ -139,38 +221,48 @@ def _prog() -> str:
     return rel if not rel.startswith("..") else me
 
 
+def _target(name: str | None, spec: Path | None, platform: str | None, region: str | None) -> Spec:
+    """The spec naming the cluster a command acts on: ``--spec`` (or ./hapair.toml) with the
+    ``--name``, ``--platform`` and ``--region`` overrides; the same rules as ``up``."""
+    return with_region(load_spec(spec, name, platform=platform), region)
+
+
 @app.command()
 def down(
-    name: NameOpt = "demo",
-    platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab",
+    name: NameOpt = None,
+    spec: SpecOpt = None,
+    platform: PlatformOpt = None,
     region: RegionOpt = None,
 ) -> None:
     """Remove every namespace, link, process and file that `up` made; idempotent."""
+    s = _target(name, spec, platform, region)
+    name = s.cluster.name
     steps = Steps()
-    if platform == "aws":
-        from hapair.platforms.aws import AwsPlatform
-
-        found = AwsPlatform(region=region).down(name, steps)
+    where = ""
+    if s.cluster.platform == "aws":
+        aws = aws_platform(s)
+        found = aws.down(name, steps)
+        where = f" in {aws.aws().region}"
     else:
         found = lab().down(name, steps)
     steps.finish()
-    typer.echo(f"{name}: removed" if found else f"{name}: nothing to remove")
+    typer.echo(f"{name}: removed{where}" if found else f"{name}: nothing to remove{where}")
 
 
 @app.command()
 def status(
-    name: NameOpt = "demo",
+    name: NameOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    platform: Annotated[str, typer.Option(help="lab or aws.")] = "lab",
+    spec: SpecOpt = None,
+    platform: PlatformOpt = None,
     region: RegionOpt = None,
 ) -> None:
     """Nodes, floating IPs (owner read live) and backends as each HAProxy sees them."""
-    if platform == "aws":
-        from hapair.platforms.aws import AwsPlatform
-
-        st = AwsPlatform(region=region).status(name)
+    s = _target(name, spec, platform, region)
+    if s.cluster.platform == "aws":
+        st = aws_platform(s).status(s.cluster.name)
     else:
-        st = lab().status(name)
+        st = lab().status(s.cluster.name)
     if as_json:
         typer.echo(json.dumps(st, indent=2))
         return
@@ -181,7 +273,7 @@ def status(
 
 @app.command()
 def curl(
-    name: NameOpt = "demo",
+    name: NameOpt = None,
     vip: Annotated[
         int | None, typer.Option(help="1 or 2: ask that VIP instead of the DNS name.")
     ] = None,
@@ -191,7 +283,7 @@ def curl(
     """An HTTP request from the client host on the Internet side, through the DNS name or a VIP."""
     from hapair.cli.client import curl_once
 
-    plan, _ = lab().plan_of(name)
+    plan, _ = lab().plan_of(cluster_name(name))
     code, out = curl_once(plan, vip, path, html)
     typer.echo(out, nl=False)
     raise typer.Exit(code)
@@ -203,13 +295,13 @@ def curl(
 def exec_(
     ctx: typer.Context,
     node: Annotated[str, typer.Argument(help="lb1, web2, inet, ...")],
-    name: NameOpt = "demo",
+    name: NameOpt = None,
 ) -> None:
     """Run a command inside a node: hapair exec lb1 -- ip addr."""
     argv = list(ctx.args)
     if not argv:
         raise UsageError("nothing to run: hapair exec NODE -- CMD ...")
-    full = lab().exec_argv(name, node, argv)
+    full = lab().exec_argv(cluster_name(name), node, argv)
     os.execvp(full[0], full)
 
 
@@ -242,13 +334,12 @@ def plan_cmd(
     """What `up --platform aws` would create or change, with an hourly cost estimate."""
     if platform != "aws":
         raise UsageError("plan: only --platform aws; for the lab, `hapair check` prints the plan")
-    from hapair.platforms.aws import AwsPlatform
     from hapair.platforms.aws.cost import format_estimate
     from hapair.platforms.aws.planner import format_changes
 
-    s = load_spec(spec, name, web_size, "aws")
+    s = with_region(load_spec(spec, name, web_size, "aws"), region)
     p = make_plan(s)
-    aws = AwsPlatform(region=region or s.aws.region or None)
+    aws = aws_platform(s)
     typer.echo(format_changes(aws.plan_changes(p)))
     typer.echo(format_estimate(aws.cost(p)))
 
@@ -303,7 +394,8 @@ def main() -> None:
         sys.argv.remove("--debug")
     _register_more()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer.Exit(code) comes back as the return value.
+        code = app(standalone_mode=False)
     except (SpecError, UsageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -333,6 +425,7 @@ def main() -> None:
         else:
             typer.echo("(run again with --debug for the traceback)", err=True)
         sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _click_exception(exc: Exception) -> Any:

@@ -12,8 +12,12 @@ from hapair.errors import OperationError, UsageError
 if TYPE_CHECKING:
     from hapair.platforms.lab.platform import LabPlatform
 
-NameOpt = Annotated[str, typer.Option("--name", "-n", help="Cluster name.")]
+NameOpt = Annotated[
+    str | None,
+    typer.Option("--name", "-n", help="Cluster name (default: ./hapair.toml's, else demo)."),
+]
 NodeArg = Annotated[str, typer.Argument(help="lb1 or lb2.")]
+AnyNodeArg = Annotated[str, typer.Argument(help="lb1, lb2, web1..N, igw or inet.")]
 
 
 def _lab() -> LabPlatform:
@@ -22,32 +26,57 @@ def _lab() -> LabPlatform:
     return LabPlatform()
 
 
+def _name(name: str | None) -> str:
+    from hapair.cli.main import cluster_name
+
+    return cluster_name(name)
+
+
 def kill(
-    node: NodeArg,
-    name: NameOpt = "demo",
+    node: AnyNodeArg,
+    name: NameOpt = None,
     link: Annotated[bool, typer.Option("--link", help="Take its link down instead.")] = False,
-    haproxy: Annotated[bool, typer.Option("--haproxy", help="Kill only HAProxy.")] = False,
+    haproxy: Annotated[
+        bool, typer.Option("--haproxy", help="LB: kill only HAProxy (restarted after 1 s).")
+    ] = False,
+    agent: Annotated[
+        bool, typer.Option("--agent", help="LB: kill only the agent (restarted after 1 s).")
+    ] = False,
+    no_restart: Annotated[
+        bool,
+        typer.Option(
+            "--no-restart",
+            help="With --haproxy/--agent: kill its supervisor too (down until revive).",
+        ),
+    ] = False,
 ) -> None:
-    """Chaos: the node dies as a machine would (agent and HAProxy get SIGKILL)."""
-    if link and haproxy:
-        raise UsageError("--link and --haproxy exclude each other")
-    mode = "link" if link else "haproxy" if haproxy else "machine"
-    typer.echo(_lab().kill(name, node, mode))
+    """Chaos: the node dies as a machine would (every process gets SIGKILL, supervisors too:
+    down until `hapair revive`); or only its link, HAProxy or agent."""
+    chosen = [f for f, on in (("--link", link), ("--haproxy", haproxy), ("--agent", agent)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{chosen[0]} and {chosen[1]} exclude each other")
+    if no_restart and link:
+        raise UsageError("--no-restart goes with --haproxy or --agent (a link stays down anyway)")
+    mode = chosen[0].removeprefix("--") if chosen else "machine"
+    typer.echo(_lab().kill(_name(name), node, mode, keep_down=no_restart))
 
 
 def revive(
-    node: NodeArg,
-    name: NameOpt = "demo",
-    reboot: Annotated[bool, typer.Option(help="Drop its VIPs first, as after a reboot.")] = False,
+    node: AnyNodeArg,
+    name: NameOpt = None,
+    reboot: Annotated[
+        bool, typer.Option(help="LB: drop its VIPs first, as after a reboot.")
+    ] = False,
 ) -> None:
-    """Chaos: bring a killed node back (link up, HAProxy and agent started)."""
-    typer.echo(_lab().revive(name, node, reboot=reboot))
+    """Chaos: bring a node back (link up, every service of it running); idempotent."""
+    typer.echo(_lab().revive(_name(name), node, reboot=reboot))
 
 
-def _admin(name: str, node: str, action: str) -> None:
+def _admin(name: str | None, node: str, action: str) -> None:
     from hapair.agent.client import agent_request
     from hapair.platforms.lab.paths import LabPaths
 
+    name = _name(name)
     lab = _lab()
     lab._lb(name, node)
     paths = LabPaths(name)
@@ -58,12 +87,12 @@ def _admin(name: str, node: str, action: str) -> None:
     typer.echo(body.get("message", body) if isinstance(body, dict) else body)
 
 
-def standby(node: NodeArg, name: NameOpt = "demo") -> None:
+def standby(node: NodeArg, name: NameOpt = None) -> None:
     """Planned: move the node's VIPs to its peer, make-before-break."""
     _admin(name, node, "standby")
 
 
-def online(node: NodeArg, name: NameOpt = "demo") -> None:
+def online(node: NodeArg, name: NameOpt = None) -> None:
     """Planned: let the node take its VIPs back."""
     _admin(name, node, "online")
 

@@ -5,8 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 
-def _mark(ok: bool) -> str:
-    return "ok" if ok else "DEAD"
+def _process(name: str, p: Any) -> str:
+    """``haproxy up (pid 1234)``, ``agent up (pid 1240, 2 restarts)``, ``agent RESTARTING``
+    (its supervisor starts it again), ``agent DOWN`` (until ``hapair revive``)."""
+    if isinstance(p, bool):  # a status without supervision: alive or not
+        return f"{name} {'up' if p else 'DOWN'}"
+    if p.get("running"):
+        n = p.get("restarts") or 0
+        return f"{name} up (pid {p.get('pid')}" + (
+            f", {n} restart{'s' if n > 1 else ''})" if n else ")"
+        )
+    return f"{name} {'RESTARTING' if p.get('supervised') else 'DOWN'}"
+
+
+def _vip_line(v: dict[str, Any]) -> str:
+    """One VIP: the platform's sentence when it has one (the lab), else owner and where."""
+    if v.get("summary"):
+        return f"  {v['summary']}"
+    owner = v.get("owner") or None
+    where = "unserved" if owner is None else "home" if owner == v["home"] else "away"
+    return f"  {v['name']} {v['address']} (home {v['home']}): owner {owner or 'NOBODY'} ({where})"
 
 
 def show_status(st: dict[str, Any]) -> str:
@@ -18,17 +36,12 @@ def show_status(st: dict[str, Any]) -> str:
     out.append("\nnodes")
     for n in st["nodes"]:
         addr = n["address"] + (f" + {n['secondary']}" if n.get("secondary") else "")
-        procs = " ".join(f"{k}:{_mark(v)}" for k, v in sorted(n.get("processes", {}).items()))
-        out.append(f"  {n['name']:<7} {n['role']:<4} {addr:<28} {procs}")
+        procs = [_process(k, v) for k, v in n.get("processes", {}).items()]
+        if n.get("link_up") is False:
+            procs.append("LINK DOWN")
+        out.append(f"  {n['name']:<7} {n['role']:<4} {addr:<28} {', '.join(procs)}".rstrip())
     out.append("\nfloating IPs")
-    for v in st["vips"]:
-        owner = v.get("owner") or "NOBODY"
-        where = "home" if owner == v["home"] else ("SPLIT" if "," in owner else "away")
-        if owner == "NOBODY":
-            where = "unserved"
-        out.append(
-            f"  {v['name']:<5} {v['address']:<15} home {v['home']}  owner {owner:<8} ({where})"
-        )
+    out += [_vip_line(v) for v in st["vips"]]
     out.append("\nbackends (as each HAProxy sees them)")
     by_lb: dict[str, list[str]] = {}
     for b in st["backends"]:

@@ -21,13 +21,16 @@ from hapair.plan import Plan
 from hapair.platforms.aws import instances, network, security, userdata
 from hapair.platforms.aws.client import Aws, Timing, make_session, tags_of
 from hapair.platforms.aws.cost import CostLine, estimate
-from hapair.platforms.aws.inventory import Inventory, discover
+from hapair.platforms.aws.inventory import Inventory, discover, iam_name
 from hapair.platforms.aws.layout import AwsLayout, make_layout
 from hapair.platforms.aws.planner import Change, plan_changes
 from hapair.platforms.aws.status import cluster_status
 from hapair.platforms.base import Platform, Progress, no_progress
 
 logger = logging.getLogger(__name__)
+
+#: Tag of the cluster's (global) IAM role: the region its cluster lives in.
+TAG_REGION = "hapair:region"
 
 SessionFactory = Callable[[str | None], boto3.Session]
 
@@ -95,6 +98,14 @@ class AwsPlatform(Platform):
         groups = security.ensure_groups(aws, spec, inv, net.vpc)
         progress("iam role and instance profile for the LBs")
         profile = security.ensure_iam(aws, c, inv)
+        # IAM is global: the role says in which region its cluster lives, so that a `down` or
+        # `status` in another region does not take it for this cluster (see _here).
+        aws.must(
+            aws.iam.tag_role,
+            f"iam role {iam_name(c)}",
+            RoleName=iam_name(c),
+            Tags=[{"Key": TAG_REGION, "Value": aws.region}],
+        )
         if spec.aws.ec2_endpoint:
             progress("EC2 interface endpoint")
             network.ensure_endpoint(aws, layout, inv, net, groups["endpoint"])
@@ -255,24 +266,59 @@ class AwsPlatform(Platform):
         )
 
     # ---------------------------------------------------------------- status / down
+    @staticmethod
+    def _here(aws: Aws, name: str, inv: Inventory) -> bool:
+        """Whether cluster ``name`` has anything in ``aws``'s region.
+
+        Its IAM role and instance profile are global: alone, they count only when the role was
+        made for this region (or predates the region tag). Else the cluster lives elsewhere.
+
+        :raises UsageError: nothing here, and the role names the region it lives in.
+        """
+        regional = (
+            inv.vpcs,
+            inv.subnets,
+            inv.igws,
+            inv.route_tables,
+            inv.groups,
+            inv.endpoints,
+            inv.enis,
+            inv.addresses,
+            inv.instances,
+        )
+        if any(regional):
+            return True
+        if inv.role is None and inv.profile is None:
+            return False
+        home = tags_of(inv.role).get(TAG_REGION) if inv.role else None
+        if home and home != aws.region:
+            raise UsageError(
+                f"no aws cluster named {name} in {aws.region}: its IAM role says it lives in "
+                f"{home} (add --region {home}, or set aws.region in the spec)"
+            )
+        return True
+
     def status(self, name: str) -> dict[str, Any]:
         """The cluster as AWS sees it now; VIP owners read from the EIPs' associations.
 
-        :raises UsageError: nothing tagged with that cluster name.
+        :raises UsageError: nothing of that cluster in this region.
         """
-        inv = discover(self.aws(), name)
-        if inv.is_empty():
-            raise UsageError(f"no aws cluster named {name} in {self.aws().region}")
+        aws = self.aws()
+        inv = discover(aws, name)
+        if not self._here(aws, name, inv):
+            raise UsageError(f"no aws cluster named {name} in {aws.region}")
         return cluster_status(inv)
 
     def down(self, name: str, progress: Progress = no_progress) -> bool:
         """Delete everything tagged with the cluster, in dependency order, and wait until gone.
 
         :returns: whether anything was found.
+        :raises UsageError: nothing here, but the cluster's IAM role says it lives in another
+            region (its global IAM role is left alone).
         """
         aws = self.aws()
         inv = discover(aws, name)
-        if inv.is_empty():
+        if not self._here(aws, name, inv):
             return False
         if inv.instances:
             progress(f"terminate {len(inv.instances)} instance(s) and wait")

@@ -130,6 +130,18 @@ def set_link(plan: Plan, node: str, up: bool) -> None:
     _batch(plan.vpc_namespace, [f"link set {node} {'up' if up else 'down'}"])
 
 
+def ports_up(plan: Plan) -> dict[str, bool]:
+    """Whether each node's switch port on the VPC bridge is up (``set_link``), by node name."""
+    import json
+
+    out = run(["ip", "-n", plan.vpc_namespace, "-j", "link", "show"], check=False).stdout
+    try:
+        links = json.loads(out or "[]")
+    except ValueError:
+        return {}
+    return {x["ifname"]: "UP" in x.get("flags", []) for x in links if "ifname" in x}
+
+
 def write_resolv_conf(plan: Plan) -> Path:
     """``/etc/netns/<c>-inet/resolv.conf``: the client resolves through the lab's dnsmasq."""
     d = NS_DIR / plan.node("inet").namespace

@@ -64,6 +64,10 @@ class LabPaths:
         """The agent's status API on a unix socket (reachable from the host's namespace)."""
         return self.node(node) / "agent.sock"
 
+    def pidfile(self, node: str, service: str) -> Path:
+        """Where the supervisor of ``service`` writes the pid of the process it runs now."""
+        return self.node(node) / f"{service}.pid"
+
     def nft(self, node: str) -> Path:
         """The node's security-group ruleset."""
         return self.node(node) / "rules.nft"

@@ -1,8 +1,9 @@
 """The ``lab`` platform: the whole stack in network namespaces on this host.
 
-``up`` converges: a complete lab with the same spec is left alone (dead processes are started
-again); a half-built one (an interrupted ``up``) is cleaned and built again; a running lab with
-another spec is refused. ``down`` needs no state: it finds the lab's namespaces by name.
+``up`` converges: a complete lab with the same spec is left alone (services that do not run are
+started again; every service runs under a supervisor, see :mod:`.supervise`); a half-built one
+(an interrupted ``up``) is cleaned and built again; a running lab with another spec is refused.
+``down`` needs no state: it finds the lab's namespaces by name.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from hapair.errors import OperationError, UsageError
 from hapair.fileio import write_atomic
 from hapair.plan import Plan, Role, make_plan
 from hapair.platforms.base import Platform, Progress, no_progress
-from hapair.platforms.lab import network, procs, services
+from hapair.platforms.lab import chaos, network, procs, services
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.procs import Proc
 from hapair.platforms.lab.state import ensure_secret, load_state, save_state
+from hapair.platforms.lab.supervise import RESTART_DELAY_S
 from hapair.platforms.lab.system import in_ns, require_root, require_tools, run
 from hapair.render.agent import render_agent
 from hapair.render.dns import render_hosts
@@ -36,8 +38,10 @@ Engine = Literal["hapair", "static", "none"]
 class LabPlatform(Platform):
     """Network namespaces, real HAProxy, nftables and dnsmasq on this host."""
 
-    def __init__(self, engine: Engine = "hapair") -> None:
+    def __init__(self, engine: Engine = "hapair", restart_delay: float = RESTART_DELAY_S) -> None:
         self.engine = engine
+        #: Seconds before a supervisor restarts a service that died (systemd's RestartSec).
+        self.restart_delay = restart_delay
 
     # ---------------------------------------------------------------- up
     def up(self, plan: Plan, progress: Progress = no_progress) -> None:
@@ -66,6 +70,7 @@ class LabPlatform(Platform):
             "engine": self.engine,
             "complete": False,
             "procs": {},
+            "restart_delay": self.restart_delay,
             "created": time.time(),
         }
         save_state(name, state)
@@ -153,41 +158,35 @@ class LabPlatform(Platform):
     def _ensure_processes(
         self, plan: Plan, paths: LabPaths, state: dict[str, Any], progress: Progress
     ) -> None:
+        """Start (under supervision) every service that does not run; wait until it runs."""
         table: dict[str, Any] = state.setdefault("procs", {})
+        delay = float(state.get("restart_delay", self.restart_delay))
+        changed: list[str] = []
 
-        def ensure(key: str, start: Any) -> bool:
-            cur = table.get(key)
-            if cur and procs.alive(Proc(cur["pid"], cur["start"])):
-                return False
-            table[key] = start().to_json()
-            save_state(plan.name, state)
-            return True
+        def ensure(nodes: list[str], service: str) -> None:
+            """Start them all first (in parallel), then wait for each and record it."""
+            todo = [n for n in nodes if services.ensure(plan, paths, table, n, service, delay)]
+            try:
+                for node in nodes:
+                    if node in todo:
+                        services.settle(table, paths, node, service)
+                        changed.append(f"{node}/{service}")
+                    else:
+                        services.refresh(table, paths, node, service)
+            finally:  # new supervisors are recorded even when a service fails to start
+                save_state(plan.name, state)
 
-        started = []
         progress("start dnsmasq and the web apps")
-        if ensure("inet/dnsmasq", lambda: services.start_dnsmasq(plan, paths)):
-            started.append("inet/dnsmasq")
-        for web in plan.webs:
-            if ensure(
-                f"{web.name}/webapp", lambda w=web.name: services.start_webapp(plan, paths, w)
-            ):
-                started.append(f"{web.name}/webapp")
+        ensure(["inet"], "dnsmasq")
+        ensure([w.name for w in plan.webs], "webapp")
         progress("start HAProxy on both LBs and wait for every backend UP")
+        ensure([lb.name for lb in plan.lbs], "haproxy")
         for lb in plan.lbs:
-            if ensure(
-                f"{lb.name}/haproxy", lambda n=lb.name: services.start_haproxy(plan, paths, n)
-            ):
-                started.append(f"{lb.name}/haproxy")
-        for lb in plan.lbs:
-            p = table[f"{lb.name}/haproxy"]
-            services.wait_haproxy_ready(plan, paths, lb.name, Proc(p["pid"], p["start"]))
+            proc = Proc.from_json(table[f"{lb.name}/haproxy"])
+            services.wait_haproxy_ready(plan, paths, lb.name, proc)
         if self.engine == "hapair":
             progress("start the HA agents")
-            for lb in plan.lbs:
-                if ensure(
-                    f"{lb.name}/agent", lambda n=lb.name: services.start_agent(plan, paths, n)
-                ):
-                    started.append(f"{lb.name}/agent")
+            ensure([lb.name for lb in plan.lbs], "agent")
         elif self.engine == "static":
             progress("place each VIP on its home LB (static)")
             for lb in plan.lbs:
@@ -195,7 +194,7 @@ class LabPlatform(Platform):
         if self.engine != "none":  # with "none", whoever benchmarks places them later
             progress("wait until both VIPs are held")
             self.wait_vips(plan, timeout=30.0)
-        if not started:
+        if not changed:
             progress("nothing to change")
 
     def wait_vips(self, plan: Plan, timeout: float = 30.0) -> None:
@@ -278,53 +277,26 @@ class LabPlatform(Platform):
         return in_ns(n.namespace, argv)
 
     # ---------------------------------------------------------------- chaos
-    def kill(self, name: str, node: str, mode: str = "machine") -> str:
-        """Fail an LB: ``machine`` (SIGKILL agent and HAProxy), ``haproxy`` (HAProxy only) or
-        ``link`` (its switch port down). Returns a sentence saying what was done."""
-        plan, _ = self._lb(name, node)
-        ns = plan.node(node).namespace
-        if mode == "link":
-            network.set_link(plan, node, up=False)
-            return f"{node}: link down"
-        only_haproxy = mode == "haproxy"
-        pids = services.node_procs(plan, ns, "haproxy") if only_haproxy else procs.ns_pids(ns)
-        services.sigkill_all(pids)
-        return f"{node}: killed {len(pids)} processes ({mode})"
+    def kill(self, name: str, node: str, mode: str = "machine", keep_down: bool = False) -> str:
+        """Fail a node: ``machine``, ``link``, or on an LB ``haproxy`` or ``agent`` alone (then
+        restarted by its supervisor unless ``keep_down``); see :mod:`.chaos`. Returns a sentence
+        saying what was done."""
+        plan, state = self.plan_of(name)
+        return chaos.kill(plan, state, node, mode, keep_down)
 
     def revive(self, name: str, node: str, reboot: bool = False) -> str:
-        """Bring a failed LB back: link up, and HAProxy and agent started again where dead.
-        ``reboot`` first removes the VIPs its interface still carries (a host that rebooted)."""
-        plan, state = self._lb(name, node)
-        n = plan.node(node)
-        network.set_link(plan, node, up=True)
-        if reboot:
-            for vip in plan.vips:
-                run(
-                    [
-                        "ip",
-                        "-n",
-                        n.namespace,
-                        "addr",
-                        "del",
-                        f"{vip.address}/32",
-                        "dev",
-                        network.IFNAME,
-                    ],
-                    check=False,
-                )
-        paths = LabPaths(name)
-        table = state["procs"]
-        done = []
-        for what, start in (("haproxy", services.start_haproxy), ("agent", services.start_agent)):
-            if what == "agent" and state.get("engine") != "hapair":
-                continue
-            key = f"{node}/{what}"
-            cur = table.get(key)
-            if not (cur and procs.alive(Proc(cur["pid"], cur["start"]))):
-                table[key] = start(plan, paths, node).to_json()
-                done.append(what)
-        save_state(name, state)
-        return f"{node}: link up" + (f", started {' and '.join(done)}" if done else "")
+        """Bring any node back (idempotent): link up, every service of it running; ``reboot``
+        (LBs) first removes the VIPs its interface still carries. See :mod:`.chaos`."""
+        plan, state = self.plan_of(name)
+        return chaos.revive(plan, state, node, reboot)
+
+    def service(self, name: str, node: str, service: str) -> Proc | None:
+        """The process of ``service`` (haproxy, agent, webapp, dnsmasq) on ``node`` running now,
+        read live (the state file's pid may predate a restart by the supervisor)."""
+        _, state = self.plan_of(name)
+        svc = services.recorded(state.get("procs", {}), node, service)
+        found = svc.running(LabPaths(name))
+        return found.proc if found else None
 
     def _lb(self, name: str, node: str) -> tuple[Plan, dict[str, Any]]:
         plan, state = self.plan_of(name)

@@ -31,6 +31,16 @@ class Proc:
         """As stored in the state file."""
         return {"pid": self.pid, "start": self.start}
 
+    @classmethod
+    def from_json(cls, data: object) -> Proc | None:
+        """From the state file (None when absent or not a recorded process)."""
+        if not isinstance(data, dict):
+            return None
+        pid, start = data.get("pid"), data.get("start")
+        if not isinstance(pid, int) or not isinstance(start, int):
+            return None
+        return cls(pid, start)
+
 
 def stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in ticks) of ``pid``, or None if there is no such process."""
@@ -40,6 +50,15 @@ def stat(pid: int) -> tuple[str, int] | None:
         return None
     rest = raw[raw.rfind(")") + 2 :].split()
     return rest[0], int(rest[19])
+
+
+def ppid(pid: int) -> int | None:
+    """The parent of ``pid``, or None if there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return int(raw[raw.rfind(")") + 2 :].split()[1])
 
 
 def alive(p: Proc | None) -> bool:
