@@ -17,14 +17,13 @@ from typing import Any
 from hapair.bench.labs import bench_name, build, is_steady, wait_until
 from hapair.bench.wrk import WrkResult, run_wrk
 from hapair.plan import Plan
-from hapair.platforms.lab import services
 from hapair.platforms.lab.platform import LabPlatform
-from hapair.platforms.lab.state import load_state
 
 
-def _kill_agents(plan: Plan) -> None:
-    procs = (load_state(plan.name) or {}).get("procs", {})
-    services.sigkill_all([int(procs[f"{lb.name}/agent"]["pid"]) for lb in plan.lbs])
+def _kill_agents(plan: Plan, lab: LabPlatform) -> None:
+    """Stop both agents for good (their supervisors too), so the round runs without them."""
+    for lb in plan.lbs:
+        lab.kill(plan.name, lb.name, "agent", keep_down=True)
 
 
 def bench_dataplane(
@@ -48,7 +47,7 @@ def bench_dataplane(
             r = run_wrk(plan.node("inet").namespace, vip, host, duration, connections)
             results["vip_agents"].append(r)
             say(f"round {i + 1}: VIP1, agents running: {r.rps:,.0f} req/s")
-            _kill_agents(plan)
+            _kill_agents(plan, lab)
             r = run_wrk(plan.node("inet").namespace, vip, host, duration, connections)
             results["vip_bare"].append(r)
             say(f"round {i + 1}: VIP1, no agents:      {r.rps:,.0f} req/s")
