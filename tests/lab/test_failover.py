@@ -330,3 +330,57 @@ def test_sighup_reloads_timings(ha: Lab) -> None:
     finally:
         path.write_text(original)
         os.kill(_agent_pid(ha, "lb1"), signal.SIGHUP)
+
+
+def _silenced(lab: Lab, node: str) -> int:
+    out = lab.run(node, ["nft", "list", "counter", "inet", "hapair", "vip_silenced"]).stdout
+    return int(out.split("packets ")[1].split()[0])
+
+
+def test_a_crashed_lb_stays_silent_and_an_ordinary_client_succeeds(ha: Lab) -> None:
+    """lb1 crashes with VIP1 still on its kernel. Its nftables silence rule drops the SYN of a
+    client that connects meanwhile instead of refusing it; the client's kernel sends the SYN
+    again and reaches lb2, which has taken VIP1 by then: curl with its default connect
+    behaviour (no retry of its own) gets a 200 from lb2, merely about a second late."""
+    import os
+    import signal
+
+    agent2 = ha.platform.service(ha.name, "lb2", "agent")
+    assert agent2 is not None
+    before = _silenced(ha, "lb1")
+    # Hold lb2's agent still, so that the first SYN surely reaches the crashed lb1.
+    os.kill(agent2.pid, signal.SIGSTOP)
+    try:
+        ha.platform.kill(ha.name, "lb1", "machine")
+        curl = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ha.ns("inet"),
+                "curl",
+                "-s",
+                "-i",
+                "--max-time",
+                "20",
+                f"http://{ha.vip(1)}/",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ha.wait_for("lb1 to drop the SYN", lambda: _silenced(ha, "lb1") > before, 5)
+    finally:
+        os.kill(agent2.pid, signal.SIGCONT)
+    out, _ = curl.communicate(timeout=30)
+    assert curl.returncode == 0, out
+    assert out.startswith("HTTP/1.1 200"), out
+    assert "x-lb: lb2" in out.lower(), out
+
+
+def test_the_silence_rule_never_hides_a_vip_its_owner_serves(ha: Lab) -> None:
+    before = {lb: _silenced(ha, lb) for lb in ("lb1", "lb2")}
+    for i in (1, 2):
+        for _ in range(20):
+            rc, headers, body = ha.get(f"http://{ha.vip(i)}/")
+            assert (rc, headers.get(":status")) == (0, "200"), body
+    assert {lb: _silenced(ha, lb) for lb in ("lb1", "lb2")} == before

@@ -35,6 +35,7 @@ def render_nftables(plan: Plan, node: str) -> str | None:
             stats_port=spec.haproxy.stats_port,
             admin_port=spec.admin.port,
             admin_cidrs=list(spec.admin.cidrs),
+            vips=[v.address for v in plan.vips],
         )
     if n.role is Role.WEB:
         return render_template("web.nft.j2", **common, web_port=spec.web.port)
