@@ -113,6 +113,18 @@ def test_a_stalled_agent_whose_haproxy_serves_moves_nothing() -> None:
         assert notes and notes[-1].startswith(f"this node did not run for {stall_ms} ms")
 
 
+def test_a_clock_jump_on_one_node_moves_nothing() -> None:
+    """A node whose monotonic clock jumps 5 s ahead (a VM frozen, then thawed with its clock
+    caught up) sees 5 s of silence it did not witness: it does not judge its peer on it."""
+    for name in ("lb1", "lb2"):
+        w = settled(World())
+        mark = len(w.records)
+        w.clock_jump(name, 5000)
+        w.run(5000)
+        assert moves(w, mark) == [], name
+        assert any(n == name and s.startswith("this node did not run for") for _, n, s in w.notes)
+
+
 def test_every_backend_lost_on_both_moves_nothing_and_someone_keeps_answering() -> None:
     w = settled(World())
     mark = len(w.records)

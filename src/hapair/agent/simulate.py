@@ -7,9 +7,10 @@ network delivers it (or loses or delays it), the peer's real :class:`Decoder` ch
 controller observes its health and probes, then steps; what it wants is applied at once (an
 instantaneous resource agent). Faults are attributes flipped between steps:
 
-- per node: ``link``, ``healthy``, ``answers`` (HAProxy answers at all), ``pingable``,
-  ``standby``, the agent (:meth:`World.kill`, :meth:`World.restart`), a stall
-  (:meth:`World.stall`: the agent neither sends nor decides, datagrams queue for it);
+- per node: its clock (:meth:`World.clock_jump`), ``link``, ``healthy``, ``answers``
+  (HAProxy answers at all), ``pingable``, ``standby``, the agent (:meth:`World.kill`,
+  :meth:`World.restart`), a stall (:meth:`World.stall`: the agent neither sends nor
+  decides, datagrams queue for it);
 - the network: ``heartbeat_path`` (udp/694 between the nodes), ``data_path`` (the side-channel
   probe), ``loss[(src, dst)]`` (the share of datagrams lost from ``src`` to ``dst``) and
   ``jitter_ms`` (each datagram is delayed by a random 0..jitter ms, in whole steps).
@@ -45,6 +46,8 @@ class SimNode:
     standby: bool = False
     link: bool = True
     stalled_until: float = 0.0
+    #: how far this node's monotonic clock is ahead of the world's (a clock that jumped)
+    clock_ms: float = 0.0
     held: set[str] = field(default_factory=set)
     seq: int = 0
     inbox: list[tuple[float, bytes]] = field(default_factory=list)
@@ -126,11 +129,25 @@ class World:
         new = self._boot(name, set(old.held) if keep_held else set())
         new.healthy, new.answers = healthy, healthy or old.answers
         new.pingable, new.standby, new.link = old.pingable, False, old.link
+        new.clock_ms = old.clock_ms
+        new.controller = Controller(
+            name, self.peer_name(name), self.vips, self.ha, start_ms=self.now + old.clock_ms
+        )
+        new.controller.found(new.held)
         self.nodes[name] = new
 
     def stall(self, name: str, ms: float) -> None:
         """Stop a node's agent for ``ms`` (SIGSTOP): it neither sends nor decides."""
         self.nodes[name].stalled_until = self.now + ms
+
+    def clock_jump(self, name: str, ms: float) -> None:
+        """Make a node's monotonic clock jump ahead by ``ms`` (a frozen then thawed VM whose
+        clock caught up at once): to it, everything was silent for ``ms``."""
+        self.nodes[name].clock_ms += ms
+
+    def t(self, node: SimNode) -> float:
+        """The time on ``node``'s own clock."""
+        return self.now + node.clock_ms
 
     def holders(self, vip: str) -> set[str]:
         """The nodes whose kernel holds ``vip`` now."""
@@ -147,7 +164,7 @@ class World:
             healthy=c.healthy,
             answers=c.answers,
             pingable=node.pingable and node.link,
-            stable_ms=int(min(c.stable_ms(self.now), STABLE_CAP_MS)),
+            stable_ms=int(min(c.stable_ms(self.t(node)), STABLE_CAP_MS)),
             standby=node.standby,
             held=c.claimed(frozenset(node.held)),
             wanted=c.wanted_set(),
@@ -179,7 +196,7 @@ class World:
         for _, data in sorted(due, key=lambda d: d[0]):
             hb = node.decoder.decode(data)
             if hb is not None:
-                node.controller.observe_heartbeat(hb, self.now)
+                node.controller.observe_heartbeat(hb, self.t(node))
 
     def _probe_ok(self, node: SimNode) -> bool:
         """A request through the peer's HAProxy: lost like any datagram on a lossy link."""
@@ -197,7 +214,7 @@ class World:
         for node in running:
             c = node.controller
             c.observe_health(
-                node.healthy, node.answers, self.now if node.healthy else c.health_ok_started_ms
+                node.healthy, node.answers, self.t(node) if node.healthy else c.health_ok_started_ms
             )
             self._send(node)
         out = []
@@ -206,13 +223,14 @@ class World:
                 continue
             self._receive(node)
             c = node.controller
-            note = c.loop_ran(self.now)
+            now = self.t(node)
+            note = c.loop_ran(now)
             if note is not None:
                 self.notes.append((self.now, node.name, note))
-            if c.should_probe(self.now):
-                c.observe_probe(self._probe_ok(node), self.now)
+            if c.should_probe(now):
+                c.observe_probe(self._probe_ok(node), now)
             st = c.step(
-                self.now,
+                now,
                 held=frozenset(v for v in node.held if c.wanted.get(v) is not False),
                 pingable=node.pingable and node.link,
                 standby=node.standby,
