@@ -34,6 +34,14 @@ async def get_head(
     finally:
         if writer is not None:
             writer.close()
+    return parse_head(head)
+
+
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the headers (lowercase names) of a response head.
+
+    :raises ValueError: a malformed status line.
+    """
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split()
     if len(parts) < 2 or not parts[1].isdigit():

@@ -90,12 +90,39 @@ def dns_metrics(samples: Sequence[Sample], marks: Marks) -> dict[str, Any]:
     }
 
 
+def profile_metrics(samples: Sequence[Sample], marks: Marks, window: float = 2.0) -> dict[str, Any]:
+    """A client profile (``ordinary``, ``keepalive``) over the whole trial: failed requests
+    from ``t_fail - 1 s`` on (failover and failback alike), and the latency that requests
+    started during the fault (``t_fail`` .. ``t_fail + window``) carried beyond the median
+    latency of the requests before the fault."""
+    before = [s.end - s.start for s in samples if s.ok and s.start < marks.t_fail - 1.0]
+    base = statistics.median(before) if before else 0.0
+    during = sorted(
+        s.end - s.start - base
+        for s in samples
+        if s.ok and marks.t_fail <= s.start < marks.t_fail + window
+    )
+    p99 = during[min(len(during) - 1, int(0.99 * len(during)))] if during else None
+    return {
+        "requests": len(samples),
+        "failed": sum(1 for s in samples if not s.ok and s.start >= marks.t_fail - 1.0),
+        "failback_failed": sum(1 for s in samples if not s.ok and s.start >= marks.t_restore),
+        "added_p99_s": None if p99 is None else round(p99, 4),
+        "added_max_s": round(during[-1], 4) if during else None,
+        "errors": _error_kinds(s for s in samples if not s.ok),
+    }
+
+
 def _error_kinds(failed: Iterable[Sample]) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in failed:
         kind = s.error.split(":")[0] or "error"
         out[kind] = out.get(kind, 0) + 1
     return out
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v * 1000, 1)
 
 
 def spread(values: Sequence[float | int | None]) -> dict[str, float | int | None]:
@@ -124,5 +151,13 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "failback_longest_gap_ms": spread([r["failback_longest_gap_s"] * 1000 for r in runs]),
         "failback_failed": spread([r["failback_failed"] for r in runs]),
         "dns_failed": spread([r["dns"]["failed"] for r in runs if "dns" in r]),
+        "ordinary_failed": spread([r["ordinary"]["failed"] for r in runs if "ordinary" in r]),
+        "ordinary_added_p99_ms": spread(
+            [_ms(r["ordinary"]["added_p99_s"]) for r in runs if "ordinary" in r]
+        ),
+        "ordinary_added_max_ms": spread(
+            [_ms(r["ordinary"]["added_max_s"]) for r in runs if "ordinary" in r]
+        ),
+        "keepalive_failed": spread([r["keepalive"]["failed"] for r in runs if "keepalive" in r]),
         "pre_failures": sum(r["pre_failures"] for r in runs),
     }

@@ -13,7 +13,9 @@ import typer
 
 from hapair.errors import UsageError
 
-bench_app = typer.Typer(help="Benchmarks in the lab (root): failover, dataplane, scale, stress.")
+bench_app = typer.Typer(
+    help="Benchmarks in the lab (root): failover, dataplane, scale, stress, chaos."
+)
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")]
 NameOpt = Annotated[
@@ -74,6 +76,10 @@ def failover(
     typer.echo(f"  failback longest gap ms  {_fmt(report['failback_longest_gap_ms'])}")
     typer.echo(f"  failback failed          {_fmt(report['failback_failed'])}")
     typer.echo(f"  DNS-aware client failed  {_fmt(report['dns_failed'])}")
+    typer.echo(f"  ordinary client failed   {_fmt(report['ordinary_failed'])}")
+    typer.echo(f"  ordinary added p99 ms    {_fmt(report['ordinary_added_p99_ms'])}")
+    typer.echo(f"  ordinary added max ms    {_fmt(report['ordinary_added_max_ms'])}")
+    typer.echo(f"  keep-alive client failed {_fmt(report['keepalive_failed'])}")
     if report.get("aborted"):
         typer.echo(f"  aborted: {report['aborted']}")
     _write_json(json_out, report)
@@ -153,6 +159,29 @@ def stress(
         f"with {report['workers']} busy loops on {report['cpus']} CPUs"
     )
     _write_json(json_out, report)
+
+
+@bench_app.command()
+def chaos(
+    scenario: Annotated[
+        str, typer.Option(help="A scenario (see docs/benchmarks.md, Chaos) or all.")
+    ] = "all",
+    duration: Annotated[
+        float, typer.Option(min=1, max=300, help="Seconds each timed fault is held.")
+    ] = 15.0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write chaos.md and chaos.json in this folder.")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=1, max=500, help="Requests/s per VIP.")] = 100,
+    name: NameOpt = None,
+) -> None:
+    """Faults of networks, machines and operators: failed requests, VIP moves, convergence."""
+    from hapair.bench.chaos_report import main as chaos_main
+
+    logging.basicConfig(level=logging.WARNING)
+    code = chaos_main(scenario, duration, out, rate, name, typer.echo)
+    if code:
+        raise typer.Exit(code)
 
 
 @bench_app.command()

@@ -25,6 +25,9 @@ from hapair.platforms.lab.platform import Engine, LabPlatform
 
 logger = logging.getLogger(__name__)
 
+ORDINARY_TIMEOUT = 10.0
+"""The ``ordinary`` and ``keepalive`` profiles' deadline: no application retry within it, but
+the kernel's own SYN retransmissions (curl's and browsers' behaviour)."""
 LAB_ENGINE: dict[str, Engine] = {"hapair": "hapair", "keepalived": "none", "heartbeat": "none"}
 VARIANTS = {
     "hapair": ("default",),
@@ -86,6 +89,11 @@ def run_trial(
     moves_before = _moves(target.engine)
     plain = BackgroundProbe(plan, [vip1], rate, t.probe, 1.0, epoch=epoch, stream=True)
     dns = BackgroundProbe(plan, [vip1, vip2], rate, t.probe, 1.0, True, epoch, stream=True)
+    # Client profiles (issue 11): curl's and browsers' behaviour, new connection or kept alive.
+    ordinary = BackgroundProbe(plan, [vip1], rate, t.probe, ORDINARY_TIMEOUT, epoch=epoch)
+    keep = BackgroundProbe(
+        plan, [vip1], rate, t.probe, ORDINARY_TIMEOUT, epoch=epoch, keepalive=True
+    )
     try:
         time.sleep(max(0.0, 3.0 + rng.random() - plain.now()))
         t_fail = plain.now()
@@ -111,9 +119,13 @@ def run_trial(
     finally:
         s_plain = plain.stop()
         s_dns = dns.stop()
+        s_ordinary = ordinary.stop()
+        s_keep = keep.stop()
     marks = analysis.Marks(t_fail, t_restore)
     metrics = analysis.trial_metrics(s_plain, marks)
     metrics["dns"] = analysis.dns_metrics(s_dns, marks)
+    metrics["ordinary"] = analysis.profile_metrics(s_ordinary, marks)
+    metrics["keepalive"] = analysis.profile_metrics(s_keep, marks)
     after = _moves(target.engine)
     metrics["vip_moves"] = None if after is None or moves_before is None else after - moves_before
     return Trial(metrics, s_plain, s_dns)

@@ -138,6 +138,13 @@ async def _run_main(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if a.keepalive:
+        from hapair.bench.keepalive_client import run_keepalive
+
+        t0 = time.monotonic() if a.epoch is None else a.epoch
+        return await run_keepalive(
+            a.target[0], a.rate, a.duration, a.timeout, a.port, a.host, t0, stop, on_sample
+        )
     return await run_probe(
         a.target,
         a.rate,
@@ -164,6 +171,11 @@ def main() -> None:
     p.add_argument("--port", type=int, default=80)
     p.add_argument("--host", default="hapair")
     p.add_argument("--dns-aware", action="store_true")
+    p.add_argument(
+        "--keepalive",
+        action="store_true",
+        help="one persistent connection, reconnecting once on error (a browser)",
+    )
     p.add_argument(
         "--epoch",
         type=float,

@@ -28,6 +28,7 @@ class BackgroundProbe:
         dns_aware: bool = False,
         epoch: float | None = None,
         stream: bool = False,
+        keepalive: bool = False,
     ) -> None:
         self.plan = plan
         self.duration = duration
@@ -63,6 +64,8 @@ class BackgroundProbe:
             argv.append("--dns-aware")
         if stream:
             argv.append("--stream")
+        if keepalive:
+            argv.append("--keepalive")
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait(self) -> list[Sample]:
