@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 HAPAIR := $(VENV)/bin/hapair
 NAME ?= demo
 APT_PACKAGES := haproxy nftables dnsmasq-base iproute2 iputils-ping iputils-arping procps curl \
-	openssl wrk keepalived heartbeat python3-venv python3-pip util-linux
+	openssl wrk keepalived heartbeat python3-venv python3-pip util-linux \
+	chromium chromium-driver prometheus cloud-init faketime
 
 .PHONY: setup demo test test-fast lint down clean-lab
 
@@ -22,6 +23,8 @@ demo: setup
 	$(HAPAIR) curl --name $(NAME)
 	@echo
 	$(HAPAIR) status --name $(NAME)
+	@echo
+	$(HAPAIR) open --name $(NAME)
 
 # The whole suite: lint, types, unit, aws (moto), lab end-to-end, bench smoke.
 test: setup

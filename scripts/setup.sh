@@ -2,7 +2,7 @@
 # Install what hapair needs on Debian 12 (as root): packages, then a .venv with hapair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="haproxy nftables dnsmasq-base iproute2 iputils-ping iputils-arping procps curl openssl wrk keepalived heartbeat python3-venv python3-pip util-linux"
+PKGS="haproxy nftables dnsmasq-base iproute2 iputils-ping iputils-arping procps curl openssl wrk keepalived heartbeat python3-venv python3-pip util-linux chromium chromium-driver prometheus cloud-init faketime"
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup needs root to install Debian packages: run it as root (sudo make setup)" >&2
   exit 1
@@ -19,6 +19,11 @@ if [ -n "$missing" ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
   rm -f /usr/sbin/policy-rc.d
+  case " $missing " in
+    # Installed only for its schema validator (tests/aws): this machine is not a cloud
+    # instance, so cloud-init must not run at its next boot.
+    *" cloud-init "*) mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled ;;
+  esac
 fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

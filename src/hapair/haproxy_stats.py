@@ -19,6 +19,7 @@ class ServerState:
     server: str
     status: str  # UP, DOWN, MAINT, "UP 1/2", "no check", ...
     check: str  # last check result, e.g. L7OK
+    sessions: int = 0  # current sessions on it (scur)
 
     @property
     def up(self) -> bool:
@@ -26,17 +27,27 @@ class ServerState:
         return self.status.startswith("UP")
 
 
+def parse_stat_rows(text: str) -> list[dict[str, str]]:
+    """Every row of ``show stat`` CSV output (frontends, servers, backends), by column name."""
+    lines = text.lstrip("# ").splitlines()
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
 def parse_show_stat(text: str) -> list[ServerState]:
     """Servers (not FRONTEND/BACKEND rows) from ``show stat`` CSV output."""
-    lines = text.lstrip("# ").splitlines()
     out: list[ServerState] = []
-    for row in csv.DictReader(io.StringIO("\n".join(lines))):
+    for row in parse_stat_rows(text):
         sv = row.get("svname", "")
         if sv in ("FRONTEND", "BACKEND", "") or row.get("pxname") == "stats":
             continue
+        scur = row.get("scur") or "0"
         out.append(
             ServerState(
-                row.get("pxname", ""), sv, row.get("status", ""), row.get("check_status", "")
+                row.get("pxname", ""),
+                sv,
+                row.get("status", ""),
+                row.get("check_status", ""),
+                int(scur) if scur.isdigit() else 0,
             )
         )
     return out
@@ -65,8 +76,8 @@ def show_stat(path: str, timeout: float = 2.0) -> list[ServerState]:
     return parse_show_stat(command(path, "show stat", timeout))
 
 
-async def show_stat_async(path: str, timeout: float = 1.0) -> list[ServerState]:
-    """``show_stat`` for the event loop, bounded by ``timeout``.
+async def command_async(path: str, cmd: str, timeout: float = 1.0) -> str:
+    """:func:`command` for the event loop, bounded by ``timeout``.
 
     :raises OperationError: no answer in time.
     """
@@ -74,11 +85,36 @@ async def show_stat_async(path: str, timeout: float = 1.0) -> list[ServerState]:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_unix_connection(path)
             try:
-                writer.write(b"show stat\n")
+                writer.write(cmd.encode() + b"\n")
                 await writer.drain()
                 data = await reader.read()
             finally:
                 writer.close()
     except (OSError, TimeoutError) as exc:
         raise OperationError(f"HAProxy stats socket {path} does not answer: {exc!r}") from exc
-    return parse_show_stat(data.decode(errors="replace"))
+    return data.decode(errors="replace")
+
+
+async def show_stat_async(path: str, timeout: float = 1.0) -> list[ServerState]:
+    """``show_stat`` for the event loop, bounded by ``timeout``.
+
+    :raises OperationError: no answer in time.
+    """
+    return parse_show_stat(await command_async(path, "show stat", timeout))
+
+
+def parse_show_table(text: str) -> dict[str, dict[str, int]]:
+    """Entries of ``show table NAME`` by key, each with its stored counters; a rate's period
+    is dropped from its name (``http_req_rate(1000)=3`` is ``http_req_rate: 3``)."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " key=" not in line:
+            continue
+        fields = dict(f.partition("=")[::2] for f in line.split()[1:] if "=" in f)
+        key = fields.pop("key", "")
+        out[key] = {
+            name.split("(", 1)[0]: int(value)
+            for name, value in fields.items()
+            if name.startswith(("http_", "conn_", "sess_")) and value.lstrip("-").isdigit()
+        }
+    return out

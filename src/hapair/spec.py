@@ -190,7 +190,7 @@ class AwsSpec(_Model):
     region: Region = ""  # type: ignore[valid-type]
     vpc_cidr: CIDR = "10.20.0.0/16"
     subnet_cidr: CIDR = "10.20.1.0/24"
-    # Optional second subnet, in another AZ, for lb2.
+    # Optional second subnet, in another AZ, for lb2 and every other web server.
     second_az: StrictBool = False
     subnet2_cidr: CIDR = "10.20.2.0/24"
     lb_instance_type: InstanceType = "t3.small"  # type: ignore[valid-type]
@@ -199,11 +199,24 @@ class AwsSpec(_Model):
     ami: Ami = ""  # type: ignore[valid-type]
     # EC2 key pair for SSH; empty = none (instances configure themselves through cloud-init).
     key_name: KeyName = ""  # type: ignore[valid-type]
-    # What cloud-init gives `pip install` for hapair on every node (a version, URL or path).
-    pip_spec: PipSpec = "hapair"  # type: ignore[valid-type]
+    # Where the instances get hapair: empty = the wheel `up` builds from this checkout, with
+    # its pinned dependencies, from the cluster's private bucket; else what `pip install`
+    # takes (a version, URL or path), as an explicit override.
+    pip_spec: PipSpec = ""  # type: ignore[valid-type]
     # An EC2 interface VPC endpoint, so an LB whose EIP has moved away can still reach the EC2
     # API to take it back (~0.01 USD/h); off = the agents rely on their public addresses.
     ec2_endpoint: StrictBool = True
+    # The agents' timings: "aws" = every [ha] timing left at the lab's default takes the AWS
+    # profile (heartbeat 1 s, deadtime 5 s, initdead 10 min; docs/aws.md); "spec" = [ha] as is.
+    timing_profile: Literal["aws", "spec"] = "aws"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_pip_spec(cls, data: Any) -> Any:
+        # An empty pip_spec is the default (the bucket's wheel): nothing for pip to check.
+        if isinstance(data, dict) and data.get("pip_spec") == "":
+            return {k: v for k, v in data.items() if k != "pip_spec"}
+        return data
 
 
 class Spec(_Model):

@@ -1,7 +1,9 @@
 """A moto server on 127.0.0.1 for the whole session, and boto3 pointed at it with fake credentials.
 
 Nothing here can reach a real AWS endpoint: every test gets ``AWS_ENDPOINT_URL`` set to the
-local server, fake keys, region us-east-1, and no profile or config file.
+local server (HTTPS with a throwaway certificate, trusted through ``AWS_CA_BUNDLE``), fake keys,
+region us-east-1, and no profile or config file. ``tests/aws/motofix.py`` says what the server
+is taught so that it behaves as AWS does where hapair depends on it.
 """
 
 from __future__ import annotations
@@ -9,16 +11,16 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.ec2.models.elastic_ip_addresses import ElasticAddress
-from moto.ec2.responses.elastic_ip_addresses import ElasticIPAddresses
-from moto.server import ThreadedMotoServer
+from tests.aws import motofix
 
 from hapair.plan import Plan, make_plan
 from hapair.platforms.aws import AwsPlatform
+from hapair.platforms.aws.artifacts import Bundle
 from hapair.platforms.aws.client import Timing
 from hapair.spec import parse
 
@@ -27,49 +29,31 @@ FAST = Timing(poll=0.02, wait=30.0, retry=5.0)
 _names = itertools.count(1)
 
 
-def _honour_private_ip() -> None:
-    """moto 5.2 ignores ``PrivateIpAddress`` in AssociateAddress and always reports the ENI's
-    primary address. Real EC2 associates the address asked for; the aws_eip agent depends on
-    that (the peer's VIP goes on the secondary address). Teach the in-process server to keep it."""
-    if getattr(ElasticIPAddresses, "_hapair_patched", False):
-        return
-    original = ElasticIPAddresses.associate_address
-
-    def associate_address(self: Any) -> Any:
-        result = original(self)
-        wanted = self._get_param("PrivateIpAddress")
-        alloc = self._get_param("AllocationId")
-        if alloc:
-            for eip in self.ec2_backend.address_by_allocation([alloc]):
-                eip._hapair_private_ip = wanted
-        return result
-
-    def private_ip_address(self: Any) -> str | None:
-        if not self.eni:
-            return None
-        return getattr(self, "_hapair_private_ip", None) or self.eni.private_ip_address
-
-    ElasticIPAddresses.associate_address = associate_address  # type: ignore[method-assign]
-    ElasticAddress.private_ip_address = property(private_ip_address)  # type: ignore[assignment,method-assign]
-    ElasticIPAddresses._hapair_patched = True  # type: ignore[attr-defined]
+@pytest.fixture(scope="session")
+def moto_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway certificate and key for the local server (127.0.0.1)."""
+    return motofix.make_certificate(tmp_path_factory.mktemp("moto-tls"))
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """The local moto server's URL (loopback only)."""
-    _honour_private_ip()
+def moto_url(moto_tls: tuple[Path, Path]) -> Iterator[str]:
+    """The local moto server's URL: HTTPS on loopback only."""
+    motofix.honour_private_ip()
+    motofix.evaluate_bucket_policies()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = motofix.TlsMotoServer(*moto_tls)
     server.start()
     host, port = server.get_host_and_port()
     assert host == "127.0.0.1"
-    yield f"http://{host}:{port}"
+    yield f"https://{host}:{port}"
     server.stop()
 
 
 @pytest.fixture(autouse=True)
-def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> str:
-    """Fake credentials, the local endpoint, and no shared config or profile."""
+def aws_env(
+    moto_url: str, moto_tls: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> str:
+    """Fake credentials, the local endpoint (its certificate trusted), no config or profile."""
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -80,6 +64,7 @@ def aws_env(moto_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> st
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(moto_tls[0]))
     return moto_url
 
 
@@ -107,10 +92,14 @@ def cluster_name() -> str:
     return f"t{next(_names)}"
 
 
+#: A stand-in for the wheel `up` builds (tests/aws/test_aws_artifacts.py builds the real one).
+FAKE_BUNDLE = Bundle("hapair-0.1.0-py3-none-any.whl", b"PK\x05\x06" + b"\0" * 18, "boto3==1.0\n")
+
+
 @pytest.fixture
 def platform(aws_env: str) -> AwsPlatform:
-    """The aws platform on the moto server, with short waits."""
-    return AwsPlatform(region=REGION, endpoint_url=aws_env, timing=FAST)
+    """The aws platform on the moto server, with short waits and a stand-in wheel."""
+    return AwsPlatform(region=REGION, endpoint_url=aws_env, timing=FAST, bundle=lambda: FAKE_BUNDLE)
 
 
 def aws_plan(name: str, ami: str, size: int = 3, **aws: Any) -> Plan:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HAPAIR = str(Path(sys.executable).parent / "hapair")
 
 
@@ -43,8 +45,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_down_and_status_take_the_region_from_the_spec(
-    ami: str, cluster_name: str, tmp_path: Path
+    ami: str, cluster_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # `up` builds hapair's real wheel; its cache goes in this test's folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     # The environment says us-east-1 (conftest); the spec says eu-west-3, as `up` uses it.
     spec = tmp_path / "hapair.toml"
     spec.write_text(
@@ -55,6 +59,15 @@ def test_down_and_status_take_the_region_from_the_spec(
     up = _cli("up", "--spec", str(spec))
     assert up.returncode == 0, up.stdout + up.stderr
     assert "in eu-west-3" in up.stdout
+    assert "build hapair's wheel" in up.stdout
+    assert "not waiting for the demo page" in up.stdout  # a local endpoint starts no instance
+
+    rotate = _cli("secrets", "rotate", "--spec", str(spec), "--secret", "admin-token")
+    assert rotate.returncode == 0, rotate.stderr
+    assert rotate.stdout.startswith(f"{cluster_name}: rotated admin-token in eu-west-3\n")
+    wrong = _cli("secrets", "rotate", "--spec", str(spec), "--secret", "nope")
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith("error: unknown secret nope: choose from cluster-key,")
 
     # Not in the configured region (where `status` and `down` looked, whatever the spec said);
     # the cluster's IAM role is global, and says where the cluster lives.
@@ -86,3 +99,5 @@ def test_down_and_status_take_the_region_from_the_spec(
     again = _cli("down", "--spec", str(spec))
     assert again.returncode == 0
     assert f"{cluster_name}: nothing to remove in eu-west-3" in again.stdout
+    gone = _cli("secrets", "rotate", "--spec", str(spec))
+    assert gone.returncode == 2 and "run `hapair up` first" in gone.stderr

@@ -1,36 +1,40 @@
-"""cloud-init user data: what each node needs is in it, and it survives a round trip via EC2."""
+"""cloud-init user data: what each node needs is in it, nothing secret is, cloud-init's own
+validator accepts every node's, and it survives a round trip via EC2."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import shutil
+import subprocess
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from tests.aws.conftest import aws_plan, flt
+from tests.aws.conftest import FAKE_BUNDLE, aws_plan, flt
 
 from hapair.errors import CloudError
-from hapair.platforms.aws import AwsPlatform
+from hapair.plan import make_plan
+from hapair.platforms.aws import AwsPlatform, nodes, userdata
 from hapair.platforms.aws.client import Aws
 from hapair.platforms.aws.instances import find_ami
-from hapair.platforms.aws.userdata import (
-    MAX_USER_DATA,
-    Secrets,
-    lb_user_data,
-    pack,
-    secrets_from,
-    web_user_data,
-)
+from hapair.platforms.aws.layout import make_layout
+from hapair.platforms.aws.userdata import MAX_USER_DATA, Install, pack, web_user_data
+from hapair.spec import parse
 
 
 def files_of(text: str) -> tuple[dict[str, Any], dict[str, str]]:
     doc = yaml.safe_load(text)
     files = {f["path"]: base64.b64decode(f["content"]).decode() for f in doc["write_files"]}
     return doc, files
+
+
+def commands(doc: dict[str, Any]) -> list[str]:
+    return [" ".join(c) if isinstance(c, list) else c for c in doc["runcmd"]]
 
 
 def user_data_of(ec2: Any, cluster: str, node: str) -> str:
@@ -54,6 +58,7 @@ def test_lb_and_web_user_data_from_up(
     st = platform.status(cluster_name)
     vips = {v["name"]: v for v in st["vips"]}
     enis = {n["name"]: n["eni"] for n in st["nodes"] if n["role"] == "lb"}
+    bucket = platform.scope(platform.aws(), cluster_name).bucket
 
     for lb, peer, home, away in (("lb1", "lb2", "vip1", "vip2"), ("lb2", "lb1", "vip2", "vip1")):
         text = user_data_of(ec2, cluster_name, lb)
@@ -65,6 +70,13 @@ def test_lb_and_web_user_data_from_up(
         p = 3 - n
         assert agent["peer_addresses"] == [f"10.20.1.1{p}", f"10.20.1.11{p}"]
         assert agent["ping_nodes"] == ["10.20.1.1"]
+        # The AWS timing profile (the spec left [ha] at the lab's defaults).
+        assert (agent["interval_ms"], agent["deadtime_ms"], agent["initdead_ms"]) == (
+            1000,
+            5000,
+            600_000,
+        )
+        assert agent["reconcile_interval_ms"] == 1000 and agent["action_timeout_ms"] == 10_000
         by_vip = {v["name"]: v for v in agent["vips"]}
         for vip in (home, away):
             assert by_vip[vip]["driver"] == "aws_eip"
@@ -74,57 +86,121 @@ def test_lb_and_web_user_data_from_up(
         # The home VIP on the primary address, the peer's on the secondary (as the seed).
         assert by_vip[home]["private_ip"] == f"10.20.1.1{n}"
         assert by_vip[away]["private_ip"] == f"10.20.1.11{n}"
-        cfg = files["/etc/hapair/haproxy.cfg"]
-        assert "10.20.1.21" in cfg and "10.20.1.22" in cfg and "/run/haproxy/admin.sock" in cfg
+        sync = yaml.safe_load(files["/etc/hapair/node.json"])
+        assert sync["bucket"] == bucket and sync["desired_key"] == f"desired/{lb}.json"
+        assert sync["secrets_path"] == f"/hapair/{cluster_name}"
         assert f"ip addr replace 10.20.1.11{n}/24" in files["/usr/local/sbin/hapair-secondary-ip"]
         unit = files["/etc/systemd/system/hapair-agent.service"]
         assert "ExecStart=/opt/hapair/bin/hapair agent --config /etc/hapair/agent.toml" in unit
-        assert len(files["/etc/hapair/cluster.key"].strip()) == 64
-        commands = [" ".join(c) if isinstance(c, list) else c for c in doc["runcmd"]]
-        assert any("apt-get install -y haproxy" in c for c in commands)
-        assert any('pip install --upgrade "hapair"' in c for c in commands)
-        assert "systemctl enable --now hapair-agent.service" in commands
+        for name in ("hapair-agent.service", "hapair-sync.service"):
+            assert "StartLimitIntervalSec=0" in files[f"/etc/systemd/system/{name}"]
+        assert "Restart=always" in unit
+        assert "OnUnitActiveSec=60s" in files["/etc/systemd/system/hapair-sync.timer"]
+        assert files[userdata.S3GET] == userdata.S3GET_SOURCE.read_text()
+        cmds = commands(doc)
+        assert any("apt-get install -y haproxy" in c for c in cmds)
+        assert any(
+            f"{bucket} {FAKE_BUNDLE.wheel_key}" in c and FAKE_BUNDLE.wheel_sha256 in c for c in cmds
+        )
+        assert any(f"{bucket} {FAKE_BUNDLE.requirements_key}" in c for c in cmds)
+        assert not any('pip install --upgrade "hapair"' in c for c in cmds)  # never by name
+        assert any("hapair.platforms.aws.nodesync" in c for c in cmds)
+        assert "systemctl enable --now hapair-sync.timer hapair-agent.service" in cmds
         perms = {f["path"]: f["permissions"] for f in doc["write_files"]}
-        assert perms["/etc/hapair/cluster.key"] == perms["/etc/hapair/agent.toml"] == "0600"
-
-    # Both LBs share the cluster's secrets.
-    one = secrets_from(user_data_of(ec2, cluster_name, "lb1"))
-    assert one is not None and one == secrets_from(user_data_of(ec2, cluster_name, "lb2"))
+        assert perms["/etc/hapair/agent.toml"] == perms["/etc/hapair/node.json"] == "0600"
+        assert "cluster.key" not in perms and "haproxy.cfg" not in " ".join(perms)
 
     web = user_data_of(ec2, cluster_name, "web2")
     doc, files = files_of(web)
     unit = files["/etc/systemd/system/hapair-webapp.service"]
     assert "-m hapair.webapp --node web2 --address 10.20.1.22 --port 80" in unit
-    assert secrets_from(web) is None and "cluster.key" not in web
-    assert "systemctl enable --now hapair-webapp.service" in [" ".join(c) for c in doc["runcmd"]]
+    assert "StartLimitIntervalSec=0" in unit and "cluster.key" not in web
+    assert "systemctl enable --now hapair-webapp.service" in commands(doc)
+    assert any(FAKE_BUNDLE.wheel_key in c for c in commands(doc))
 
-    # A replaced LB gets the same secrets from its peer's user data.
+    # A replaced LB gets the same configuration (its secrets come from SSM, not from user data).
     lb2 = next(n for n in st["nodes"] if n["name"] == "lb2")
+    before = user_data_of(ec2, cluster_name, "lb2")
     ec2.terminate_instances(InstanceIds=[lb2["instance"]])
     platform.up(aws_plan(cluster_name, ami, size=2))
-    assert secrets_from(user_data_of(ec2, cluster_name, "lb2")) == one
+    assert user_data_of(ec2, cluster_name, "lb2") == before
     new = next(n for n in platform.status(cluster_name)["nodes"] if n["name"] == "lb2")
     assert new["instance"] != lb2["instance"] and new["eni"] == lb2["eni"]
     platform.down(cluster_name)
 
 
-def test_pack_compresses_only_when_needed() -> None:
-    small = web_user_data(cluster="c", node="web1", address="10.0.0.1", port=80, pip_spec="hapair")
-    assert pack(small) == small.encode()
-    big = lb_user_data(
-        cluster="c",
-        node="lb1",
-        haproxy_cfg="# filler\n" * 3000,
-        agent_toml="x = 1\n",
-        secrets=Secrets("k" * 64, "t" * 64, "p" * 24),
-        secondary_ip="10.0.0.111",
-        prefixlen=24,
-        gateway="10.0.0.1",
-        pip_spec="hapair",
+def rendered(spec: dict[str, Any], install: Install) -> dict[str, str]:
+    plan = make_plan(parse({"cluster": {"name": "c1", "platform": "aws"}, **spec}))
+    layout = make_layout(plan)
+    where = nodes.Placement(
+        "eu-west-3",
+        "hapair-c1-123456789012-eu-west-3",
+        {
+            "vip1": {"AllocationId": "eipalloc-1", "PublicIp": "198.51.100.1"},
+            "vip2": {"AllocationId": "eipalloc-2", "PublicIp": "198.51.100.2"},
+        },
+        {"lb1": "eni-1", "lb2": "eni-2"},
+        install,
     )
+    out = {lb.name: nodes.lb_user_data(plan, layout, lb.name, where) for lb in layout.lbs}
+    out |= {w.name: nodes.web_user_data(plan, layout, w.name, where) for w in layout.webs}
+    return out
+
+
+BUCKET_INSTALL = Install(
+    "eu-west-3",
+    "hapair-c1-123456789012-eu-west-3",
+    wheel_key="artifacts/0123456789abcdef/hapair-0.1.0-py3-none-any.whl",
+    wheel_sha256="ab" * 32,
+    requirements_key="artifacts/0123456789abcdef/requirements.txt",
+)
+
+
+def test_pip_spec_is_an_explicit_override() -> None:
+    out = rendered({"web": {"size": 1}}, Install("eu-west-3", "b", pip_spec="hapair==0.1.0"))
+    for text in out.values():
+        doc, files = files_of(text)
+        assert any('pip install --upgrade "hapair==0.1.0"' in c for c in commands(doc))
+        assert userdata.S3GET not in files
+
+
+@pytest.mark.skipif(
+    shutil.which("cloud-init") is None, reason="cloud-init is not installed (make setup)"
+)
+@pytest.mark.parametrize(
+    ("spec", "install"),
+    [
+        ({"web": {"size": 2}}, BUCKET_INSTALL),
+        (
+            {"web": {"size": 1}, "haproxy": {"https": True}, "aws": {"second_az": True}},
+            BUCKET_INSTALL,
+        ),
+        ({"web": {"size": 1}}, Install("eu-west-3", "b", pip_spec="hapair==0.1.0")),
+    ],
+    ids=["bucket", "https-second-az", "pip-spec"],
+)
+def test_cloud_init_validates_every_nodes_user_data(
+    spec: dict[str, Any], install: Install, tmp_path: Path
+) -> None:
+    for node, text in rendered(spec, install).items():
+        path = tmp_path / f"{node}.yaml"
+        path.write_text(text)
+        proc = subprocess.run(
+            ["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"{node}: {proc.stdout}{proc.stderr}"
+        assert "Valid cloud-config" in proc.stdout
+        assert len(pack(text)) <= MAX_USER_DATA
+
+
+def test_pack_compresses_only_when_needed() -> None:
+    small = web_user_data(
+        cluster="c", node="web1", address="10.0.0.1", port=80, install=BUCKET_INSTALL
+    )
+    assert pack(small) == small.encode()
+    big = small + "# filler\n" * 3000
     packed = pack(big)
     assert len(packed) <= MAX_USER_DATA and gzip.decompress(packed).decode() == big
-    assert secrets_from(packed.decode("latin-1")) == Secrets("k" * 64, "t" * 64, "p" * 24)
 
 
 class FakeSsm:

@@ -128,7 +128,8 @@ def test_up_with_another_spec_on_a_running_name_is_refused(lab: Lab) -> None:
     proc = lab.cli("up", "--name", lab.name, "--web-size", "2")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"error: a lab named {lab.name} is already running with another spec; run "
+        f"error: a lab named {lab.name} is already running with another spec; "
+        f"`hapair apply --name {lab.name} --spec FILE` changes it live, or run "
         f"`hapair down --name {lab.name}` first, or choose another --name"
     )
 
@@ -459,7 +460,7 @@ def test_a_killed_web_node_can_be_revived(whole: Lab) -> None:
 
     proc = lab.cli("kill", "--name", lab.name, "web1")
     assert proc.returncode == 0, proc.stderr
-    assert "web1: killed 2 processes (machine)" in proc.stdout  # supervisor and web app
+    assert "web1: killed (machine: its web app stopped)" in proc.stdout  # the pool stops it
     lab.wait_for("both HAProxies to see web1 DOWN", lambda: web1_seen("DOWN"), 15)
     proc = lab.cli("revive", "--name", lab.name, "web1")
     assert proc.returncode == 0, proc.stderr

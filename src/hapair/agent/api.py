@@ -2,6 +2,12 @@
 
 ``GET /status`` (JSON), ``GET /metrics`` (Prometheus), ``GET /health`` (200/503 for HAProxy-style
 checks); ``POST /standby`` and ``POST /online`` need ``Authorization: Bearer <admin token>``.
+
+With a :class:`~hapair.agent.dashboard.Dashboard`, also the dashboard: ``GET /`` (the page and
+its files under ``/static/``), ``GET /events`` (its live stream), ``GET /dashboard.json`` (one
+document), ``GET /haproxy.json`` (what the peer's dashboard asks of this node), and
+``POST /peer/standby``, ``POST /peer/online``: the same calls on the peer, passed on with the
+caller's token only once this agent has checked it (no token, no call on the peer).
 """
 
 from __future__ import annotations
@@ -9,10 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from hapair.errors import OperationError
+
+if TYPE_CHECKING:
+    from hapair.agent.dashboard import Dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +47,53 @@ REASONS = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    502: "Bad Gateway",
     503: "Service Unavailable",
 }
+JSON = "application/json"
 
 
-def _response(code: int, body: bytes, ctype: str) -> bytes:
-    head = (
-        f"HTTP/1.1 {code} {REASONS.get(code, 'Error')}\r\nContent-Type: {ctype}\r\n"
-        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
+class Reply(NamedTuple):
+    """A whole response: status, body, content type and extra headers."""
+
+    code: int
+    body: bytes
+    ctype: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class Stream(NamedTuple):
+    """A dashboard event stream to serve once the request is read."""
+
+    queue: asyncio.Queue[bytes | None]
+
+
+def _head(code: int, ctype: str, headers: tuple[tuple[str, str], ...], length: int | None) -> bytes:
+    lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Error')}", f"Content-Type: {ctype}"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    lines += ["Cache-Control: no-store", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _response(
+    code: int, body: bytes, ctype: str, headers: tuple[tuple[str, str], ...] = ()
+) -> bytes:
+    return _head(code, ctype, headers, len(body)) + body
+
+
+def _json(code: int, doc: object) -> Reply:
+    return Reply(code, json.dumps(doc).encode())
 
 
 class StatusApi:
     """Serves the API for one daemon."""
 
-    def __init__(self, backend: Backend, token: str) -> None:
+    def __init__(self, backend: Backend, token: str, dashboard: Dashboard | None = None) -> None:
         self.backend = backend
         self.token = token
+        self.dashboard = dashboard
         self.servers: list[asyncio.Server] = []
 
     async def start(self, host: str, port: int, unix_path: str | None) -> None:
@@ -70,7 +111,9 @@ class StatusApi:
             self.servers.append(srv)
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening (and end the dashboard's streams)."""
+        if self.dashboard is not None:
+            await self.dashboard.close()
         for s in self.servers:
             s.close()
         for s in self.servers:
@@ -83,20 +126,38 @@ class StatusApi:
                 head = await reader.readuntil(b"\r\n\r\n")
                 if len(head) > MAX_HEADER:
                     raise ValueError("header too large")
-                code, body, ctype = await self._route(head)
+                routed = await self._route(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
             self.backend.count_api_error("malformed")
-            code, body, ctype = 400, b'{"error": "malformed request"}', "application/json"
+            routed = Reply(400, b'{"error": "malformed request"}')
         except Exception:  # the API must never take the agent down
             logger.exception("status API failed")
             self.backend.count_api_error("internal")
-            code, body, ctype = 503, b'{"error": "internal"}', "application/json"
+            routed = Reply(503, b'{"error": "internal"}')
+        if isinstance(routed, Stream) and self.dashboard is not None:
+            from hapair.agent.dashboard import PAGE_HEADERS
+
+            head = _head(
+                200, "text/event-stream", (*PAGE_HEADERS, ("X-Accel-Buffering", "no")), None
+            )
+            await self.dashboard.serve(routed.queue, reader, writer, head)
+            return
+        assert isinstance(routed, Reply)
         with contextlib.suppress(Exception):
-            writer.write(_response(code, body, ctype))
+            writer.write(_response(*routed))
             await writer.drain()
             writer.close()
 
-    async def _route(self, head: bytes) -> tuple[int, bytes, str]:
+    def _authorized(self, headers: dict[str, str]) -> str | None:
+        """The caller's token when it is the admin token (compared in constant time)."""
+        auth = headers.get("authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else ""
+        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+            self.backend.count_api_error("unauthorized")
+            return None
+        return given
+
+    async def _route(self, head: bytes) -> Reply | Stream:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split()
         if len(parts) != 3:
@@ -108,32 +169,76 @@ class StatusApi:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
         path = target.split("?", 1)[0]
-        js = "application/json"
-        gets: dict[str, Callable[[], tuple[int, bytes, str]]] = {
-            "/status": lambda: (200, json.dumps(self.backend.status()).encode(), js),
-            "/metrics": lambda: (200, self.backend.metrics_text(), "text/plain; version=0.0.4"),
+        gets: dict[str, Callable[[], Awaitable[Reply | Stream] | Reply | Stream]] = {
+            "/status": lambda: _json(200, self.backend.status()),
+            "/metrics": lambda: Reply(
+                200, self.backend.metrics_text(), "text/plain; version=0.0.4"
+            ),
             "/health": lambda: (
-                (200, b"healthy\n", "text/plain")
+                Reply(200, b"healthy\n", "text/plain")
                 if self.backend.is_healthy()
-                else (503, b"unhealthy\n", "text/plain")
+                else Reply(503, b"unhealthy\n", "text/plain")
             ),
         }
-        posts: dict[str, Callable[[], Awaitable[str]]] = {
-            "/standby": lambda: self.backend.set_standby(True),
-            "/online": lambda: self.backend.set_standby(False),
+        posts: dict[str, Callable[[str], Awaitable[Reply]]] = {
+            "/standby": lambda _: self._local(True),
+            "/online": lambda _: self._local(False),
         }
+        if self.dashboard is not None:
+            gets.update(self._dashboard_gets(path))
+            posts["/peer/standby"] = lambda token: self._on_peer("/standby", token)
+            posts["/peer/online"] = lambda token: self._on_peer("/online", token)
         if path in gets:
             if method not in ("GET", "HEAD"):
-                return 405, b'{"error": "use GET"}', js
-            return gets[path]()
+                return Reply(405, b'{"error": "use GET"}')
+            found = gets[path]()
+            return await found if inspect.isawaitable(found) else found
         if path in posts:
             if method != "POST":
-                return 405, b'{"error": "use POST"}', js
-            auth = headers.get("authorization", "")
-            given = auth[7:] if auth.startswith("Bearer ") else ""
-            if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
-                self.backend.count_api_error("unauthorized")
-                return 401, b'{"error": "admin token required"}', js
-            message = await posts[path]()
-            return 200, json.dumps({"message": message}).encode(), js
-        return 404, b'{"error": "not found"}', js
+                return Reply(405, b'{"error": "use POST"}')
+            token = self._authorized(headers)
+            if token is None:
+                return Reply(401, b'{"error": "admin token required"}')
+            return await posts[path](token)
+        return Reply(404, b'{"error": "not found"}')
+
+    async def _local(self, standby: bool) -> Reply:
+        return _json(200, {"message": await self.backend.set_standby(standby)})
+
+    def _dashboard_gets(self, path: str) -> dict[str, Callable[[], Any]]:
+        from hapair.agent.dashboard import PAGE_HEADERS, page_file
+
+        assert self.dashboard is not None
+        source = self.dashboard.source
+        gets: dict[str, Callable[[], Any]] = {
+            "/events": self._subscribe,
+            "/dashboard.json": lambda: self._doc(source.document()),
+            "/haproxy.json": lambda: self._doc(source.local()),
+        }
+        found = page_file(path)
+        if found is not None:
+            body, ctype = found
+            gets[path] = lambda: Reply(200, body, ctype, PAGE_HEADERS)
+        return gets
+
+    def _subscribe(self) -> Reply | Stream:
+        assert self.dashboard is not None
+        q = self.dashboard.subscribe()
+        if q is None:
+            return Reply(
+                503, b'{"error": "too many dashboard streams"}', JSON, (("Retry-After", "5"),)
+            )
+        return Stream(q)
+
+    @staticmethod
+    async def _doc(doc: Awaitable[dict[str, Any]]) -> Reply:
+        return _json(200, await doc)
+
+    async def _on_peer(self, path: str, token: str) -> Reply:
+        """An operator's call on the peer, passed on with the caller's (checked) token."""
+        assert self.dashboard is not None
+        try:
+            code, body = await self.dashboard.source.peer_request("POST", path, token)
+        except OperationError as exc:
+            return _json(502, {"error": str(exc)})
+        return Reply(code, body)

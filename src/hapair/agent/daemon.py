@@ -28,7 +28,10 @@ from hapair.agent.api import StatusApi
 from hapair.agent.boot import next_boot_id
 from hapair.agent.config import AgentConfig, load_agent_config
 from hapair.agent.controller import Controller, Step
+from hapair.agent.dashboard import Dashboard  # dashboard hook
+from hapair.agent.dashdoc import ClusterView  # dashboard hook
 from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
+from hapair.agent.history import History  # dashboard hook
 from hapair.agent.logs import setup_logging
 from hapair.agent.membership import PeerState
 from hapair.agent.metrics import Metrics
@@ -94,7 +97,9 @@ class Agent:
         self.standby = False
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.transport: asyncio.DatagramTransport | None = None
-        self.api = StatusApi(self, self.token)
+        # Dashboard hook: the moves it shows (history.py) and the page on the API.
+        self.history = History(cfg.node, cfg.peer, {v.name: v.home for v in cfg.vips})
+        self.api = StatusApi(self, self.token, Dashboard(ClusterView(self)))
         self.unexpected_errors = 0
         self.exit_code = 0
         self._stop = asyncio.Event()
@@ -164,6 +169,7 @@ class Agent:
         self.metrics.hb_received.inc()
         before = self.controller.membership.last()
         changed = self.controller.observe_heartbeat(hb, self.now_ms())
+        self.history.observe_peer(before, hb)  # dashboard hook: the peer's moves
         self._heard_at = time.monotonic()
         # If the next heartbeat is late, ping at once (is it the peer or this node's own link?),
         # and decide again the moment the peer could turn dead, not at the next periodic tick.
@@ -269,6 +275,7 @@ class Agent:
             self.actors[vip].want(want, announce=want)
         for move in step.moves:
             self.event(move.sentence)
+            self.history.record_move(move)  # dashboard hook: the VIP timeline
             action = "take" if move.take else "release"
             self.metrics.moves.labels(move.vip, action, move.label).inc()
             if move.failover_ms is not None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 
 class Metrics:
@@ -64,6 +71,9 @@ class Metrics:
             "Decision cycles that started late by more than one interval",
             registry=r,
         )
+        # What the agent process costs (process_cpu_seconds_total, process_resident_memory_bytes,
+        # ...), read from /proc at each scrape.
+        ProcessCollector(registry=r)
 
     def render(self) -> bytes:
         """Prometheus text exposition."""

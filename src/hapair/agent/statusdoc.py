@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hapair.agent.history import process_usage
+
 if TYPE_CHECKING:
     from hapair.agent.daemon import Agent
 
@@ -32,6 +34,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
         "cluster": agent.cfg.cluster,
         "boot_id": agent.boot_id,
         "uptime_s": round(now / 1000, 1),
+        "process": process_usage(),
         "standby": agent.standby,
         "health": {
             "healthy": agent.health.healthy,

@@ -185,6 +185,27 @@ def chaos(
 
 
 @bench_app.command()
+def day2(
+    rate: Annotated[
+        float, typer.Option(min=1, max=500, help="New connections/s per VIP (and keep-alive).")
+    ] = 100,
+    https_rate: Annotated[
+        float, typer.Option(min=0, max=200, help="New TLS connections/s per VIP.")
+    ] = 20,
+    json_out: JsonOpt = None,
+    name: NameOpt = None,
+) -> None:
+    """Day-2 operations under load (scale, apply, rolling restart, cert rotation) and the anchor
+    (HAProxy stop/start): failed requests, longest client gap, duration."""
+    from hapair.bench.day2 import bench_day2, table
+
+    logging.basicConfig(level=logging.WARNING)
+    report = bench_day2(rate, https_rate, name=name, say=typer.echo)
+    typer.echo(table(report), nl=False)
+    _write_json(json_out, report)
+
+
+@bench_app.command()
 def report(
     files: Annotated[list[Path], typer.Argument(help="JSON files from `bench failover`.")],
 ) -> None:

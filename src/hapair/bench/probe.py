@@ -42,14 +42,22 @@ class Sample:
     tried: int = 1
 
 
-async def fetch(target: str, port: int, host: str, timeout: float) -> tuple[int, str, str]:
-    """GET / on a new connection; returns (status, X-LB, X-Backend)."""
-    status, headers = await get_head(target, port, "/", host, timeout, "hapair-probe")
+async def fetch(
+    target: str, port: int, host: str, timeout: float, tls: bool = False
+) -> tuple[int, str, str]:
+    """GET / on a new connection (over TLS with ``tls``); returns (status, X-LB, X-Backend)."""
+    status, headers = await get_head(target, port, "/", host, timeout, "hapair-probe", tls)
     return status, headers.get("x-lb", ""), headers.get("x-backend", "")
 
 
 async def one(
-    targets: list[str], port: int, host: str, timeout: float, t0: float, dns_aware: bool
+    targets: list[str],
+    port: int,
+    host: str,
+    timeout: float,
+    t0: float,
+    dns_aware: bool,
+    tls: bool = False,
 ) -> Sample:
     """One probe request; a DNS-aware client tries the next address when one fails."""
     start = time.monotonic()
@@ -63,7 +71,7 @@ async def one(
         # A DNS-aware client gives the first address a short chance, as browsers do.
         budget = min(left, timeout / 3) if dns_aware and i == 0 and len(order) > 1 else left
         try:
-            status, lb, backend = await fetch(target, port, host, budget)
+            status, lb, backend = await fetch(target, port, host, budget, tls)
         except FAILURES as exc:
             err = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
             continue
@@ -104,6 +112,7 @@ async def run_probe(
     t0: float | None = None,
     stop: asyncio.Event | None = None,
     on_sample: Callable[[Sample], None] | None = None,
+    tls: bool = False,
 ) -> list[Sample]:
     """Fire requests at ``rate`` per second for ``duration`` seconds; return every sample.
 
@@ -123,7 +132,7 @@ async def run_probe(
         delay = at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.ensure_future(one(targets, port, host, timeout, t0, dns_aware))
+        task = asyncio.ensure_future(one(targets, port, host, timeout, t0, dns_aware, tls))
         if on_sample is not None:
             task.add_done_callback(_reporter(on_sample))
         tasks.append(task)
@@ -156,6 +165,7 @@ async def _run_main(
         a.epoch,
         stop,
         on_sample,
+        a.tls,
     )
 
 
@@ -171,6 +181,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=80)
     p.add_argument("--host", default="hapair")
     p.add_argument("--dns-aware", action="store_true")
+    p.add_argument("--tls", action="store_true", help="HTTPS (certificate not verified)")
     p.add_argument(
         "--keepalive",
         action="store_true",

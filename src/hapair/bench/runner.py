@@ -29,6 +29,7 @@ class BackgroundProbe:
         epoch: float | None = None,
         stream: bool = False,
         keepalive: bool = False,
+        tls: bool = False,
     ) -> None:
         self.plan = plan
         self.duration = duration
@@ -52,7 +53,7 @@ class BackgroundProbe:
             "--host",
             plan.spec.cluster.domain,
             "--port",
-            str(plan.spec.haproxy.http_port),
+            str(plan.spec.haproxy.https_port if tls else plan.spec.haproxy.http_port),
             "--epoch",
             repr(self.epoch),
             "--out",
@@ -64,6 +65,8 @@ class BackgroundProbe:
             argv.append("--dns-aware")
         if stream:
             argv.append("--stream")
+        if tls:
+            argv.append("--tls")
         if keepalive:
             argv.append("--keepalive")
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -153,6 +153,14 @@ def up(
             min=0.05, help="lab only: seconds before a supervisor restarts a dead service."
         ),
     ] = 1.0,
+    with_monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--with-monitoring",
+            help="lab only: also run Prometheus in the lab, scraping both LBs "
+            "(`hapair open prometheus`).",
+        ),
+    ] = False,
 ) -> None:
     """Build the whole stack; running it again on a running cluster changes nothing.
 
@@ -163,6 +171,8 @@ def up(
     if engine not in ("hapair", "static", "none"):
         raise UsageError("--engine: must be hapair, static or none")
     on_aws = s.cluster.platform == "aws"
+    if with_monitoring and on_aws:
+        raise UsageError("--with-monitoring: lab only (on aws, see docs/prometheus.yml)")
     typer.echo(f"hapair up {plan.name} ({s.cluster.platform}, {s.web.size} web nodes)")
     steps = Steps()
     try:
@@ -172,6 +182,11 @@ def up(
                 aws.up(plan, steps)
             else:
                 lab(engine, restart_delay).up(plan, steps)
+                if with_monitoring:  # the dashboard issue: platforms/lab/monitoring.py
+                    from hapair.platforms.lab import monitoring
+
+                    steps("start Prometheus, scraping both LBs")
+                    monitoring.ensure(plan, lab().plan_of(plan.name)[1])
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         steps.finish("interrupted")
@@ -256,9 +271,16 @@ def status(
     spec: SpecOpt = None,
     platform: PlatformOpt = None,
     region: RegionOpt = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh live in the terminal; Ctrl-C leaves.")
+    ] = False,
 ) -> None:
     """Nodes, floating IPs (owner read live) and backends as each HAProxy sees them."""
     s = _target(name, spec, platform, region)
+    if watch:  # the dashboard issue: the same picture, live (cli/watch.py)
+        from hapair.cli.watch import watch_cluster
+
+        raise typer.Exit(watch_cluster(s, lab, aws_platform))
     if s.cluster.platform == "aws":
         st = aws_platform(s).status(s.cluster.name)
     else:
@@ -382,9 +404,12 @@ def render(
 
 
 def _register_more() -> None:
-    from hapair.cli import ops
+    from hapair.cli import day2, open_cmd, ops, secrets_cmd
 
     ops.register(app)
+    open_cmd.register(app)  # the dashboard issue: `hapair open`
+    day2.register(app)  # scale, apply, restart, cert rotate
+    secrets_cmd.register(app)  # aws: `hapair secrets rotate`
 
 
 def main() -> None:

@@ -11,6 +11,21 @@ from pathlib import Path
 from hapair.errors import EnvironmentProblem, OperationError
 from hapair.plan import Plan
 from hapair.render import render_template
+from hapair.spec import HaproxySpec
+
+
+def server_options(h: HaproxySpec) -> str:
+    """The health-check keywords of every web server (the ``default-server`` line; a server
+    added at runtime is given them explicitly, since it does not inherit that line).
+
+    A failed check or an error in live traffic makes the next checks come every ``fastinter``,
+    so HAProxy confirms a lost backend within fall x fastinter instead of fall x inter.
+    """
+    fast = min(100, h.check_inter_ms)
+    return (
+        f"inter {h.check_inter_ms}ms fastinter {fast}ms rise {h.check_rise} "
+        f"fall {h.check_fall} observe layer4 error-limit 1 on-error fastinter"
+    )
 
 
 def render_haproxy(
@@ -46,6 +61,7 @@ def render_haproxy(
         stats_password=stats_password,
         tls=tls,
         cert_path=cert_path or "",
+        server_options=server_options(h),
     )
 
 

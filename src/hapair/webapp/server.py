@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import re
 import signal
+import socket
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -396,32 +397,51 @@ class WebServer:
     the bound port. Leaving the block closes the listener and every connection.
 
     :param config: what to serve; validated on entry.
+    :param sock: a listening socket to serve instead of binding ``config.bind:config.port``
+        (one opened in another network namespace, see :mod:`hapair.webapp.pool`); the server
+        owns it from then on and closes it on exit.
     """
 
-    def __init__(self, config: WebConfig) -> None:
+    def __init__(self, config: WebConfig, sock: socket.socket | None = None) -> None:
         config.validate()
         self.config = config
         self.app = App(config)
+        self._sock = sock
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = config.port
 
     async def __aenter__(self) -> WebServer:
-        loop = asyncio.get_running_loop()
-        app = self.app
-        self._server = await loop.create_server(
-            lambda: HttpProtocol(app),
-            self.config.bind,
-            self.config.port,
-            reuse_address=True,
-            backlog=self.config.backlog,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ticker = asyncio.create_task(self._tick_forever(), name="webapp-tick")
-        logger.info("%s listening on %s:%d", self.config.node, self.config.bind, self.port)
+        await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Listen (or take over the given socket) and serve."""
+        loop = asyncio.get_running_loop()
+        app = self.app
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(app), sock=self._sock, backlog=self.config.backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: HttpProtocol(app),
+                self.config.bind,
+                self.config.port,
+                reuse_address=True,
+                backlog=self.config.backlog,
+            )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(
+            self._tick_forever(), name=f"webapp-tick-{self.config.node}"
+        )
+        logger.info("%s listening on %s:%d", self.config.node, self.config.bind, self.port)
+
+    async def stop(self) -> None:
+        """Close the listener and every connection (pending responses are still sent)."""
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -435,6 +455,7 @@ class WebServer:
                     await self._server.wait_closed()
             except TimeoutError:
                 pass
+        self._ticker = self._server = None
         logger.info("%s stopped after %d requests", self.config.node, self.app.requests)
 
     async def _tick_forever(self) -> None:

@@ -1,191 +1,155 @@
 """The ``aws_eip`` floating-IP agent: an Elastic IP associated with this LB's ENI.
 
-As the seed's ``updateEIP1``/``updateEIP2`` scripts, the home VIP goes on this node's primary
-private address and the peer's VIP on its secondary one, with ``AllowReassociation`` so a move
-is one call. Unlike them, every move is checked: ``start`` polls ``DescribeAddresses`` until the
-association is really this ENI and address; ``stop`` only ever removes this node's own
-association (never the peer's); ``monitor`` compares allocation, ENI and private address
-exactly. boto3 runs in a thread (``asyncio.to_thread``) and every call has a time limit.
+An EIP has exactly one association, so the lab's make-before-break (both nodes hold the
+address for a moment) does not exist here. What replaces it is an **atomic remap**: one
+``AssociateAddress(AllowReassociation=True)`` moves the EIP from wherever it is to this ENI in
+a single step; there is never a moment with no association. Around that one call:
 
-Reads are shared by both VIPs of a node and cached for :data:`READ_TTL`, so the reconcile
-loop stays far within EC2's describe budget (about 20 calls per second per account).
+- **Read before write.** ``start`` reads first (an answer at most :data:`FRESH_S` old) and
+  makes no mutating call when the EIP is already on this ENI and private address.
+- **Never a disassociation.** ``stop`` never removes the association: the peer's remap takes
+  the EIP atomically; disassociating would leave it on nobody in between. Instead, a node told
+  to let go of an EIP it still holds marks it released (the tag :data:`TAG_RELEASED` = the
+  current association id, one ``CreateTags``): the handover signal make-before-break needs,
+  kept by AWS itself.
+- **No fight.** "Associated with another ENI" is "not held here", never drift to repair: once
+  this node has held the EIP and sees it elsewhere, the peer took it on its own decision, and
+  ``start`` yields (:class:`TakeGuard`, code ``HeldByPeer``, no call) until the holder marks it
+  released, a new wish of the daemon's comes (see :class:`TakeGuard` for how that is told
+  apart from the reconcile loop's repeats), or :data:`YIELD_S` has passed.
+- **Back off per VIP.** A failed move makes the next ``start`` of that VIP wait an exponential,
+  capped, jittered delay (:class:`Backoff`, code ``BackingOff``, no call).
+- **Only onto an LB ENI.** Before its first move the agent checks once that its ENI carries
+  ``hapair:role=lb`` and its cluster's tag (the IAM policy's conditions enforce the same).
+- **Reads at a rate many clusters can afford.** Both VIPs of a node share one
+  ``DescribeAddresses``, cached :data:`READ_TTL` seconds for ``monitor``: the reconcile loop
+  costs at most one call per node per :data:`READ_TTL` (docs/aws.md has the arithmetic).
+
+boto3 runs in a thread (``asyncio.to_thread``) and every call has a time limit. A read that
+fails raises :class:`ReadFailed`, which is also an ``OSError``: the daemon's reconcile loop
+skips that round, as for any I/O failure of ``monitor``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
+from hapair.agent.resources.aws_api import (
+    READ_TTL,
+    RETRYABLE,
+    TAG_CLUSTER,
+    TAG_ROLE,
+    AddressReader,
+    Backoff,
+    ClientFactory,
+    Ec2Calls,
+    ReadFailed,
+    ec2_client_factory,
+)
 from hapair.agent.resources.base import FloatingIP, MonitorResult
 from hapair.errors import ResourceError
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2 import EC2Client
-
     from hapair.agent.config import AgentConfig, VipConfig
+
+__all__ = [
+    "FRESH_S",
+    "QUIET_S",
+    "READ_TTL",
+    "TAG_CLUSTER",
+    "TAG_RELEASED",
+    "TAG_ROLE",
+    "YIELD_S",
+    "AddressReader",
+    "AwsEip",
+    "Backoff",
+    "Ec2Calls",
+    "ReadFailed",
+    "TakeGuard",
+    "make_aws_eip",
+    "released",
+    "where",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Codes retried with backoff: EC2 throttling and transient server errors.
-RETRYABLE = frozenset(
-    {
-        "RequestLimitExceeded",
-        "Throttling",
-        "ThrottlingException",
-        "RequestThrottled",
-        "InternalError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "Unavailable",
-    }
-)
-#: How long one DescribeAddresses answer is reused by both VIPs of the node (seconds).
-READ_TTL = 0.25
-
-ClientFactory = Callable[[], "EC2Client"]
+#: How old an answer ``start`` may act on before it writes, seconds.
+FRESH_S = 1.0
+#: A ``start`` that comes this long after the last one is a new wish of the daemon's, not a
+#: repeat of the same one: longer than the actor's longest retry delay (2 s, actor.py) and
+#: than a reconcile round, shorter than a deadtime on AWS (5 s).
+QUIET_S = 3.0
+#: Longest time ``start`` yields an EIP the peer took while the daemon's wish stays the same
+#: (a split brain remaps at most once per VIP per this many seconds).
+YIELD_S = 30.0
+#: Set on an EIP by the node that holds it and was told to let it go: the association id.
+TAG_RELEASED = "hapair:released"
 
 
-def ec2_client_factory(region: str = "", endpoint_url: str = "") -> ClientFactory:
-    """A factory of EC2 clients with short timeouts and no botocore retries (the agent
-    retries itself, within its deadline)."""
+@dataclass
+class TakeGuard:
+    """Whether ``start`` may take the EIP from another ENI now. Pure; monotonic seconds.
 
-    def make() -> EC2Client:
-        config = Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=2,
-            read_timeout=3,
-            user_agent_extra="hapair-agent",
+    Once this node has held the EIP (seen it on its own ENI, or associated it) and then sees
+    it on another ENI, the peer took it by a decision of its own. The daemon's reconcile loop
+    will then call ``start`` again and again under the same wish; taking it back each time is
+    the fight this guard prevents. The resource agent is not told whether a ``start`` is a new
+    decision or a repeat, so it tells them apart by time: repeats of one wish come at most
+    ``quiet_s`` apart (the actor's retry delay, the reconcile interval); a ``start`` after a
+    quiet gap means the wish went away and came back (the daemon decided again: failover,
+    failback). A wish that never changes is yielded to for ``yield_s`` at most, which bounds
+    a split brain to one remap per VIP per ``yield_s``. A ``stop`` (the daemon let it go) and
+    an unassociated EIP (nobody serves it) end the yielding at once.
+    """
+
+    quiet_s: float = QUIET_S
+    yield_s: float = YIELD_S
+    held: bool = False
+    lost_at: float | None = None
+    last_refused: float | None = None
+
+    def seen(self, here: bool, elsewhere: bool, now: float) -> None:
+        """Record a reading: the EIP is ``here``, on another ENI (``elsewhere``) or on none."""
+        if here:
+            self.held, self.lost_at, self.last_refused = True, None, None
+        elif elsewhere and self.held:
+            self.held, self.lost_at = False, now
+        elif not elsewhere:
+            self.held, self.lost_at, self.last_refused = False, None, None
+
+    def took(self) -> None:
+        """This node just associated the EIP."""
+        self.held, self.lost_at, self.last_refused = True, None, None
+
+    def released(self) -> None:
+        """The daemon let the EIP go: whoever takes it next does so by decision."""
+        self.held, self.lost_at, self.last_refused = False, None, None
+
+    def refusal(self, now: float) -> str | None:
+        """``None`` when a take is allowed now, else why this ``start`` yields."""
+        if self.lost_at is None:
+            return None
+        since = now - max(self.lost_at, self.last_refused or self.lost_at)
+        if since >= self.quiet_s or now - self.lost_at >= self.yield_s:
+            self.lost_at = self.last_refused = None
+            return None
+        self.last_refused = now
+        return (
+            f"the peer took it {now - self.lost_at:.1f} s ago; not taking it back without a "
+            f"new decision (at most {self.yield_s:.0f} s)"
         )
-        client: EC2Client = boto3.session.Session().client(
-            "ec2", region_name=region or None, endpoint_url=endpoint_url or None, config=config
-        )
-        return client
-
-    return make
 
 
-class Ec2Calls:
-    """One EC2 client (made on first use, in a thread) and bounded calls through it."""
-
-    def __init__(self, factory: ClientFactory, call_timeout: float = 2.0) -> None:
-        self.factory = factory
-        self.call_timeout = call_timeout
-        self._client: EC2Client | None = None
-        self._make_lock = threading.Lock()
-        #: How many calls were sent, by operation (tests and metrics read it).
-        self.sent: dict[str, int] = {}
-
-    def _invoke(self, op: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        with self._make_lock:
-            if self._client is None:
-                self._client = self.factory()
-            client = self._client
-        out: dict[str, Any] = getattr(client, op)(**kwargs)
-        return out
-
-    async def once(
-        self, what: str, op: str, timeout: float | None = None, **kwargs: Any
-    ) -> dict[str, Any]:
-        """One call of ``op`` bounded by ``timeout`` (default ``call_timeout``).
-
-        :raises ResourceError: with the AWS error code, or ``Timeout``.
-        """
-        limit = self.call_timeout if timeout is None else max(0.05, timeout)
-        self.sent[op] = self.sent.get(op, 0) + 1
-        try:
-            async with asyncio.timeout(limit):
-                return await asyncio.to_thread(self._invoke, op, kwargs)
-        except TimeoutError:
-            raise ResourceError(f"{what}: {op} timed out after {limit:.1f} s", "Timeout") from None
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", "Unknown"))
-            raise ResourceError(
-                f"{what}: {op} failed: {code}: {err.get('Message', '')}", code
-            ) from exc
-        except BotoCoreError as exc:
-            raise ResourceError(f"{what}: {op} failed: {exc}", type(exc).__name__) from exc
-
-    async def retrying(
-        self,
-        what: str,
-        op: str,
-        deadline: float,
-        *,
-        base: float = 0.1,
-        cap: float = 1.0,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """:meth:`once`, retried on throttling and transient errors with exponential backoff and
-        full jitter until the monotonic ``deadline``.
-
-        :raises ResourceError: a code not worth retrying, or the deadline has passed.
-        """
-        attempt = 0
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                return await self.once(what, op, min(self.call_timeout, remaining), **kwargs)
-            except ResourceError as exc:
-                if exc.code not in RETRYABLE and exc.code != "Timeout":
-                    raise
-                delay = random.uniform(0, min(cap, base * 2**attempt))
-                if time.monotonic() + delay >= deadline:
-                    raise
-                attempt += 1
-                logger.info("%s: %s got %s, retry %d in %.2f s", what, op, exc.code, attempt, delay)
-                await asyncio.sleep(delay)
-
-
-class AddressReader:
-    """``DescribeAddresses`` for every EIP of one node in one call, cached for ``ttl``."""
-
-    def __init__(self, calls: Ec2Calls, ttl: float = READ_TTL) -> None:
-        self.calls = calls
-        self.ttl = ttl
-        self._ids: set[str] = set()
-        self._cache: dict[str, dict[str, Any]] = {}
-        self._at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    def register(self, allocation_id: str) -> None:
-        """Read this allocation too from now on."""
-        self._ids.add(allocation_id)
-        self.invalidate()
-
-    def invalidate(self) -> None:
-        """Forget the cached answer (after a move)."""
-        self._at = float("-inf")
-
-    async def read(
-        self, allocation_id: str, *, fresh: bool = False, timeout: float | None = None
-    ) -> dict[str, Any] | None:
-        """The address record of ``allocation_id`` (``None``: not found).
-
-        :param fresh: do not use a cached answer (polling after a move).
-        """
-        async with self._lock:
-            now = time.monotonic()
-            if fresh or now - self._at >= self.ttl or allocation_id not in self._cache:
-                self._ids.add(allocation_id)
-                res = await self.calls.once(
-                    f"eip {allocation_id}",
-                    "describe_addresses",
-                    timeout,
-                    AllocationIds=sorted(self._ids),
-                )
-                self._cache = {a["AllocationId"]: a for a in res.get("Addresses", [])}
-                self._at = time.monotonic()
-            return self._cache.get(allocation_id)
+def released(record: dict[str, Any] | None) -> bool:
+    """Whether the node that holds the EIP marked its current association released."""
+    if record is None or not record.get("AssociationId"):
+        return False
+    tags = {t["Key"]: t["Value"] for t in record.get("Tags", [])}
+    return bool(tags.get(TAG_RELEASED) == record["AssociationId"])
 
 
 def where(record: dict[str, Any] | None) -> str:
@@ -202,9 +166,14 @@ class AwsEip(FloatingIP):
 
     :param private_ip: which of this node's ENI addresses: the primary for its home VIP, the
         secondary for the peer's VIP (as the seed).
+    :param cluster: the ENI must carry this ``hapair:cluster`` tag (and ``hapair:role=lb``);
+        empty: not checked (tests of the resource agent alone).
     :param client_factory: makes the boto3 EC2 client (ignored when ``reader`` is given).
     :param reader: a reader shared with the node's other VIP (default: a private one).
-    :param deadline: bound on a whole ``start``/``stop`` (retries and polling included).
+    :param deadline: bound on a whole ``start`` (the call, its retries and the check).
+    :param poll_interval: time between two reads while checking a move.
+    :param guard: when ``start`` yields to the peer (default: :data:`QUIET_S`, :data:`YIELD_S`).
+    :param backoff: the per-VIP backoff after a failed move (default: 1 s doubling to 30 s).
     """
 
     def __init__(
@@ -216,15 +185,19 @@ class AwsEip(FloatingIP):
         private_ip: str,
         client_factory: ClientFactory | None = None,
         *,
+        cluster: str = "",
         reader: AddressReader | None = None,
         deadline: float = 4.5,
-        poll_interval: float = 0.2,
+        poll_interval: float = 0.25,
+        guard: TakeGuard | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.name = name
         self.address = address
         self.allocation_id = allocation_id
         self.eni_id = eni_id
         self.private_ip = private_ip
+        self.cluster = cluster
         if reader is None:
             if client_factory is None:
                 raise ValueError("AwsEip needs a client_factory or a reader")
@@ -233,6 +206,8 @@ class AwsEip(FloatingIP):
         self.calls = reader.calls
         self.deadline = deadline
         self.poll_interval = poll_interval
+        self.guard = guard or TakeGuard()
+        self.backoff = backoff or Backoff()
         reader.register(allocation_id)
 
     def _what(self) -> str:
@@ -247,34 +222,104 @@ class AwsEip(FloatingIP):
             and record.get("PrivateIpAddress") == self.private_ip
         )
 
+    def _note(self, record: dict[str, Any] | None) -> bool:
+        """Tell the guard what a reading says; returns whether the EIP is here."""
+        here = self.is_mine(record)
+        elsewhere = bool(record and record.get("NetworkInterfaceId")) and not here
+        self.guard.seen(here, elsewhere, time.monotonic())
+        return here
+
     async def start(self) -> None:
-        """Associate the EIP with this ENI and address (taking it from wherever it is), then
-        wait until DescribeAddresses shows it here."""
+        """Make this node hold the EIP with one atomic remap, unless it is here already
+        (no call), the peer took it and the daemon has not decided again (``HeldByPeer``, no
+        call), or a recent failure asks to wait (``BackingOff``, no call).
+
+        :raises ResourceError: the move is refused, failed, or not visible within the deadline.
+        """
         end = time.monotonic() + self.deadline
-        await self.calls.retrying(
+        wait = self.backoff.wait(time.monotonic())
+        if wait > 0:
+            raise ResourceError(
+                f"{self._what()}: backing off after {self.backoff.failures} failed move(s); "
+                f"next try in {wait:.1f} s",
+                "BackingOff",
+            )
+        record = await self.reader.read(self.allocation_id, max_age=FRESH_S)
+        if self._note(record):
+            logger.debug("%s: already here, %s: no call", self._what(), where(record))
+            return
+        if record is None:
+            raise ResourceError(f"{self._what()}: no such elastic ip", "NotFound")
+        if released(record):
+            self.guard.released()  # the holder let it go: taking it is the handover
+        refusal = self.guard.refusal(time.monotonic())
+        if refusal is not None and record.get("NetworkInterfaceId"):
+            raise ResourceError(f"{self._what()}: {where(record)}: {refusal}", "HeldByPeer")
+        if self.cluster:
+            problem = await self.reader.eni_problem(self.eni_id, self.cluster)
+            if problem is not None:
+                raise ResourceError(f"{self._what()}: refusing to move it: {problem}", "NotAnLbEni")
+        try:
+            await self._move(record, end)
+        except ResourceError as exc:
+            if exc.code != "HeldByPeer":
+                delay = self.backoff.fail(time.monotonic())
+                logger.info("%s: move failed (%s); next try in %.1f s", self._what(), exc, delay)
+            raise
+        self.backoff.ok()
+
+    async def _move(self, before: dict[str, Any], end: float) -> None:
+        """The one AssociateAddress, then reads until DescribeAddresses shows it here."""
+        remaining = end - time.monotonic()
+        res = await self.calls.once(
             self._what(),
             "associate_address",
-            end,
+            min(self.calls.call_timeout, remaining),
             AllocationId=self.allocation_id,
             NetworkInterfaceId=self.eni_id,
             PrivateIpAddress=self.private_ip,
             AllowReassociation=True,
         )
-        self.reader.invalidate()
+        self.guard.took()
+        logger.info(
+            "%s: associated with %s %s (was %s)",
+            self._what(),
+            self.eni_id,
+            self.private_ip,
+            where(before),
+        )
         seen: dict[str, Any] | None = None
         while True:
             remaining = end - time.monotonic()
             try:
                 seen = await self.reader.read(
-                    self.allocation_id, fresh=True, timeout=min(self.calls.call_timeout, remaining)
+                    self.allocation_id,
+                    max_age=0.0,
+                    timeout=min(self.calls.call_timeout, max(0.05, remaining)),
                 )
-            except ResourceError as exc:
-                if exc.code not in RETRYABLE and exc.code != "Timeout":
+            except ReadFailed as exc:
+                if exc.code not in RETRYABLE and exc.code != "BackingOff":
                     raise
-            if self.is_mine(seen):
-                logger.info("%s: associated with %s %s", self._what(), self.eni_id, self.private_ip)
-                return
+            else:
+                if self._note(seen):
+                    return
+                if seen is not None and seen.get("NetworkInterfaceId"):
+                    # Remapped again since our call: the peer's decision. Do not fight.
+                    raise ResourceError(
+                        f"{self._what()}: taken again at once, now {where(seen)}", "HeldByPeer"
+                    )
             if time.monotonic() + self.poll_interval >= end:
+                if seen is None and res.get("AssociationId"):
+                    # The call succeeded and nothing says otherwise: trust it until monitor.
+                    self.reader.remember(
+                        {
+                            "AllocationId": self.allocation_id,
+                            "AssociationId": res["AssociationId"],
+                            "NetworkInterfaceId": self.eni_id,
+                            "PrivateIpAddress": self.private_ip,
+                        }
+                    )
+                    return
                 raise ResourceError(
                     f"{self._what()}: associated, but DescribeAddresses still shows it "
                     f"{where(seen)} after {self.deadline:.1f} s",
@@ -283,51 +328,69 @@ class AwsEip(FloatingIP):
             await asyncio.sleep(self.poll_interval)
 
     async def stop(self) -> None:
-        """Disassociate the EIP if, and only if, it is associated with this ENI and address."""
-        end = time.monotonic() + self.deadline
-        record = await self.reader.read(self.allocation_id, fresh=True)
-        if not self.is_mine(record):
-            logger.debug("%s: stop: nothing to do, it is %s", self._what(), where(record))
+        """Let the EIP go, without ever disassociating it (the peer takes it with its own
+        atomic remap; a disassociation would only leave it on nobody in between). If it is
+        still here, mark this association released (one ``CreateTags``, once) so that the peer
+        takes it at once. Marking is best effort: if it fails, the peer's next decision or
+        :data:`YIELD_S` ends its wait."""
+        self.guard.released()
+        try:
+            record = await self.reader.read(self.allocation_id, max_age=0.0)
+        except ReadFailed as exc:
+            logger.info("%s: released; not marked (%s)", self._what(), exc)
+            return
+        if not self.is_mine(record) or released(record):
             return
         assert record is not None
+        mark = {"Key": TAG_RELEASED, "Value": record["AssociationId"]}
         try:
-            await self.calls.retrying(
-                self._what(), "disassociate_address", end, AssociationId=record["AssociationId"]
+            await self.calls.once(
+                self._what(), "create_tags", Resources=[self.allocation_id], Tags=[mark]
             )
         except ResourceError as exc:
-            # Gone already, or moved by the peer since we read it: either way not ours now.
-            if exc.code != "InvalidAssociationID.NotFound":
-                raise
-        self.reader.invalidate()
-        logger.info("%s: disassociated from %s %s", self._what(), self.eni_id, self.private_ip)
+            logger.warning("%s: released; could not mark it so (%s)", self._what(), exc)
+            return
+        tags = [t for t in record.get("Tags", []) if t["Key"] != TAG_RELEASED]
+        self.reader.remember({**record, "Tags": [*tags, mark]})
+        logger.info(
+            "%s: released on %s %s, marked for the peer", self._what(), self.eni_id, self.private_ip
+        )
 
     async def monitor(self) -> MonitorResult:
-        """Whether the EIP is associated with exactly this ENI and private address."""
+        """Whether the EIP is associated with exactly this ENI and private address (an answer
+        at most :data:`READ_TTL` old). On another ENI it is not held here: nothing to repair.
+
+        :raises ReadFailed: no answer (also an ``OSError``: the reconcile loop skips a round).
+        """
         record = await self.reader.read(self.allocation_id)
-        if self.is_mine(record):
+        if self._note(record):
             return MonitorResult(True, f"{self.address} {where(record)}")
         return MonitorResult(
             False, f"{self.address} {where(record)}, not {self.eni_id} {self.private_ip}"
         )
 
 
-#: Readers shared by the VIPs of one agent, per (region, endpoint).
-_READERS: dict[tuple[str, str], AddressReader] = {}
+#: Readers shared by the VIPs of one node, per (region, endpoint, cluster, node).
+_READERS: dict[tuple[str, str, str, str], AddressReader] = {}
 
 
-def make_aws_eip(cfg: AgentConfig, vip: VipConfig) -> AwsEip:
-    """The ``aws_eip`` agent of ``vip`` from the agent config; both VIPs share one reader."""
-    key = (cfg.aws_region, cfg.aws_endpoint_url)
+def make_aws_eip(
+    cfg: AgentConfig, vip: VipConfig, client_factory: ClientFactory | None = None
+) -> AwsEip:
+    """The ``aws_eip`` agent of ``vip`` from the agent config; both VIPs of a node share one
+    reader (one DescribeAddresses for both)."""
+    key = (cfg.aws_region, cfg.aws_endpoint_url, cfg.cluster, cfg.node)
     reader = _READERS.get(key)
     if reader is None:
-        calls = Ec2Calls(ec2_client_factory(cfg.aws_region, cfg.aws_endpoint_url))
-        reader = _READERS[key] = AddressReader(calls)
+        factory = client_factory or ec2_client_factory(cfg.aws_region, cfg.aws_endpoint_url)
+        reader = _READERS[key] = AddressReader(Ec2Calls(factory))
     return AwsEip(
         vip.name,
         vip.address,
         vip.allocation_id,
         vip.eni_id,
         vip.private_ip,
+        cluster=cfg.cluster,
         reader=reader,
         deadline=max(0.5, cfg.action_timeout_ms / 1000 * 0.9),
     )

@@ -24,7 +24,9 @@ from hapair.errors import CloudError
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_sts import STSClient
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +154,28 @@ class Aws:
 
     @property
     def ssm(self) -> SSMClient:
-        """The SSM client (AMI lookup only)."""
+        """The SSM client (the AMI lookup, the cluster's secrets)."""
         client: SSMClient = self._client("ssm")
         return client
+
+    @property
+    def s3(self) -> S3Client:
+        """The S3 client (the cluster's artifact bucket)."""
+        client: S3Client = self._client("s3")
+        return client
+
+    @property
+    def sts(self) -> STSClient:
+        """The STS client (who we are)."""
+        client: STSClient = self._client("sts")
+        return client
+
+    def account(self) -> str:
+        """The 12-digit id of the account the credentials belong to (asked once)."""
+        if "account" not in self._clients:
+            ident = self.must(self.sts.get_caller_identity, "caller identity")
+            self._clients["account"] = str(ident["Account"])
+        return str(self._clients["account"])
 
     def call(
         self,

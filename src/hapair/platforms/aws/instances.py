@@ -119,16 +119,9 @@ def ensure_eni(
             "network-interface", cluster_tags(cluster, f"{node.name}-eni", "lb", node=node.name)
         ),
     )
-    eni_id = res["NetworkInterface"]["NetworkInterfaceId"]
-    # The ENI carries the traffic of a floating address: no source/destination check.
-    aws.call(
-        aws.ec2.modify_network_interface_attribute,
-        f"network interface {eni_id}",
-        retry=NOT_VISIBLE_YET,
-        NetworkInterfaceId=eni_id,
-        SourceDestCheck={"Value": False},
-    )
-    return str(eni_id)
+    # Source/destination check stays on: an EIP is translated to the ENI's own private
+    # address, so the LB only ever sends and receives for addresses it owns; it routes nothing.
+    return str(res["NetworkInterface"]["NetworkInterfaceId"])
 
 
 def launch(
@@ -143,10 +136,13 @@ def launch(
     eni_id: str | None = None,
     profile: str | None = None,
     key_name: str = "",
+    client_token: str = "",
 ) -> str:
-    """Start the instance of ``node``; LBs boot on their ENI with the IAM profile, web nodes get
-    their fixed private address and a public address for egress.
+    """Start the instance of ``node``; LBs boot on their ENI, web nodes get their fixed private
+    address and a public address for egress; each with its role's instance profile.
 
+    :param client_token: makes the launch idempotent: a retry of this call (after a timeout
+        whose answer was lost, say) returns the instance the first attempt started.
     :returns: the instance id.
     """
     tags = cluster_tags(cluster, node.name, str(node.role), node=node.name)
@@ -182,6 +178,8 @@ def launch(
         kwargs["IamInstanceProfile"] = {"Name": profile}
     if key_name:
         kwargs["KeyName"] = key_name
+    if client_token:
+        kwargs["ClientToken"] = client_token
     res = aws.must(
         aws.ec2.run_instances,
         f"instance {cluster}-{node.name}",

@@ -9,20 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hapair.platforms.aws import secrets
+from hapair.platforms.aws.artifacts import bucket_name, find_bucket
 from hapair.platforms.aws.client import TAG_CLUSTER, TAG_NODE, TAG_VIP, Aws, cluster_filter, tags_of
 
 #: Instance states that still count as "the node exists".
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-def iam_name(cluster: str) -> str:
-    """Name of the LBs' IAM role and instance profile."""
-    return f"hapair-{cluster}-lb"
+#: The instance roles: one for the LBs, one for the web servers.
+ROLES = ("lb", "web")
 
 
-def policy_name(cluster: str) -> str:
-    """Name of the role's inline policy."""
-    return f"hapair-{cluster}-eip-failover"
+def iam_name(cluster: str, role: str = "lb") -> str:
+    """Name of the IAM role and instance profile of ``role`` (lb or web) instances."""
+    return f"hapair-{cluster}-{role}"
+
+
+def policy_name(cluster: str, role: str = "lb") -> str:
+    """Name of that role's inline policy."""
+    return f"hapair-{cluster}-{role}-node"
 
 
 @dataclass
@@ -39,16 +45,24 @@ class Inventory:
     enis: list[dict[str, Any]] = field(default_factory=list)
     addresses: list[dict[str, Any]] = field(default_factory=list)
     instances: list[dict[str, Any]] = field(default_factory=list)
+    #: The LB role and instance profile (the region tag lives on the role).
     role: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
+    #: The web role and instance profile.
+    web_role: dict[str, Any] | None = None
+    web_profile: dict[str, Any] | None = None
+    #: ``{"Name", "Tags"}`` of the cluster's bucket, if it exists.
+    bucket: dict[str, Any] | None = None
+    #: Names of the cluster's SSM parameters (its secrets).
+    parameters: list[str] = field(default_factory=list)
 
     @property
     def vpc_id(self) -> str | None:
         """The cluster's VPC, if it exists."""
         return self.vpcs[0]["VpcId"] if self.vpcs else None
 
-    def is_empty(self) -> bool:
-        """Nothing of the cluster exists."""
+    def regional(self) -> bool:
+        """Something of the cluster exists in this region (its IAM roles are global)."""
         lists = (
             self.vpcs,
             self.subnets,
@@ -59,8 +73,14 @@ class Inventory:
             self.enis,
             self.addresses,
             self.instances,
+            self.parameters,
         )
-        return not any(lists) and self.role is None and self.profile is None
+        return any(lists) or self.bucket is not None
+
+    def is_empty(self) -> bool:
+        """Nothing of the cluster exists."""
+        iam = (self.role, self.profile, self.web_role, self.web_profile)
+        return not self.regional() and all(x is None for x in iam)
 
     def by_name(self, items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
         """The item whose ``Name`` tag is ``<cluster>-<name>``."""
@@ -133,20 +153,29 @@ def discover(aws: Aws, cluster: str) -> Inventory:
         Filters=cluster_filter(cluster, ("instance-state-name", LIVE_STATES)),
     )
     inv.instances = [i for r in reservations for i in r["Instances"]]
+    for kind in ROLES:
+        role, profile = _iam(aws, cluster, kind)
+        if kind == "lb":
+            inv.role, inv.profile = role, profile
+        else:
+            inv.web_role, inv.web_profile = role, profile
+    inv.bucket = find_bucket(aws, bucket_name(cluster, aws.account(), aws.region), cluster)
+    inv.parameters = sorted(secrets.existing(aws, cluster))
+    return inv
+
+
+def _iam(aws: Aws, cluster: str, kind: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     iam = aws.iam
-    name = iam_name(cluster)
-    role = aws.call(iam.get_role, f"iam role {name}", ignore=("NoSuchEntity",), RoleName=name)
-    if role is not None and _iam_tagged(role["Role"], cluster):
-        inv.role = dict(role["Role"])
+    name = iam_name(cluster, kind)
+    found = aws.call(iam.get_role, f"iam role {name}", ignore=("NoSuchEntity",), RoleName=name)
+    role = dict(found["Role"]) if found and _iam_tagged(found["Role"], cluster) else None
     prof = aws.call(
         iam.get_instance_profile,
         f"instance profile {name}",
         ignore=("NoSuchEntity",),
         InstanceProfileName=name,
     )
-    if prof is not None:
-        inv.profile = dict(prof["InstanceProfile"])
-    return inv
+    return role, (dict(prof["InstanceProfile"]) if prof is not None else None)
 
 
 def _iam_tagged(item: Any, cluster: str) -> bool:

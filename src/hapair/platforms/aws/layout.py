@@ -3,7 +3,8 @@
 The lab plan's addresses come from ``spec.network`` (198.18.0.0/15); on AWS the nodes live in
 ``spec.aws``'s subnets with the same host numbers as the lab: lb1/lb2 on host 11/12 (primary)
 and 111/112 (secondary, the seed's ``secondary-ip`` role), web servers from host 21 upwards.
-With ``aws.second_az`` lb2 lives in the second subnet, in another availability zone.
+With ``aws.second_az`` lb2 and every other web server (web2, web4, ...) live in the second
+subnet, in another availability zone, so losing one zone leaves an LB and half the webs.
 """
 
 from __future__ import annotations
@@ -124,20 +125,24 @@ def make_layout(plan: Plan) -> AwsLayout:
                 _host(cidr, LB_SECONDARY_HOST[i], "aws.subnet_cidr"),
             )
         )
-    net = ipaddress.ip_network(aws.subnet_cidr)
     taken = set(LB_PRIMARY_HOST + LB_SECONDARY_HOST)
-    hosts = (h for h in range(WEB_FIRST_HOST, net.num_addresses - 1) if h not in taken)
-    for web in plan.webs:
-        number = next(hosts, None)
+    hosts = {
+        key: (h for h in range(WEB_FIRST_HOST, net.num_addresses - 1) if h not in taken)
+        for key, net in ((k, ipaddress.ip_network(c)) for k, c in subnets.items())
+    }
+    keys = sorted(subnets)
+    for i, web in enumerate(plan.webs):
+        key = keys[i % len(keys)]
+        net = ipaddress.ip_network(subnets[key])
+        number = next(hosts[key], None)
         if number is None:
-            raise SpecError(
-                [f"web.size: {len(plan.webs)} web servers do not fit in aws.subnet_cidr {net}"]
-            )
+            field = "aws.subnet_cidr" if key == "subnet1" else "aws.subnet2_cidr"
+            raise SpecError([f"web.size: {len(plan.webs)} web servers do not fit in {field} {net}"])
         nodes.append(
             NodeLayout(
                 web.name,
                 Role.WEB,
-                "subnet1",
+                key,
                 str(net.network_address + number),
                 aws.web_instance_type,
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from hapair.platforms.aws.client import NOT_VISIBLE_YET, STILL_IN_USE, Aws, cluster_tags, tag_spec
 from hapair.platforms.aws.inventory import Inventory
@@ -38,6 +39,40 @@ def _zones(aws: Aws) -> list[str]:
     return zones
 
 
+#: The VPC's DNS attributes, as DescribeVpcAttribute names them and ModifyVpcAttribute sets them.
+DNS_ATTRIBUTES = (
+    ("enableDnsSupport", "EnableDnsSupport"),
+    ("enableDnsHostnames", "EnableDnsHostnames"),
+)
+
+
+def ensure_dns(aws: Aws, vpc_id: str) -> list[str]:
+    """Turn on the VPC's DNS support and hostnames where they are off (the EC2 endpoint's
+    private DNS needs both); checked on every ``up``, since anyone may turn them off.
+
+    :returns: the attributes that had to be turned on.
+    """
+    fixed = []
+    for attribute, key in DNS_ATTRIBUTES:
+        res = aws.must(
+            aws.ec2.describe_vpc_attribute,
+            f"vpc {vpc_id}",
+            retry=NOT_VISIBLE_YET,
+            VpcId=vpc_id,
+            Attribute=attribute,
+        )
+        value: Any = res.get(key) or {}
+        if not value.get("Value", False):
+            aws.must(
+                aws.ec2.modify_vpc_attribute,
+                f"vpc {vpc_id}",
+                VpcId=vpc_id,
+                **{key: {"Value": True}},
+            )
+            fixed.append(attribute)
+    return fixed
+
+
 def ensure_network(aws: Aws, layout: AwsLayout, inv: Inventory) -> NetworkIds:
     """Create the VPC, subnets, IGW and route table that are missing; idempotent."""
     ec2 = aws.ec2
@@ -60,13 +95,9 @@ def ensure_network(aws: Aws, layout: AwsLayout, inv: Inventory) -> NetworkIds:
                 == "available"
             ),
         )
-        # The EC2 endpoint's private DNS needs both.
-        for attr in ("EnableDnsSupport", "EnableDnsHostnames"):
-            aws.must(
-                ec2.modify_vpc_attribute, f"vpc {vpc_id}", VpcId=vpc_id, **{attr: {"Value": True}}
-            )
     else:
         vpc_id = vpc["VpcId"]
+    ensure_dns(aws, vpc_id)
     zones = _zones(aws)
     subnets: dict[str, str] = {}
     for i, (key, cidr) in enumerate(sorted(layout.subnets.items())):

@@ -11,6 +11,7 @@ from hapair.platforms.aws.client import tags_of
 from hapair.platforms.aws.cost import INSTANCE_HOURLY
 from hapair.platforms.aws.inventory import Inventory
 from hapair.platforms.aws.layout import AwsLayout
+from hapair.platforms.aws.secrets import SECRETS
 from hapair.platforms.aws.security import GROUPS, desired_rules, observed_rules
 from hapair.spec import Spec
 
@@ -59,8 +60,22 @@ def plan_changes(spec: Spec, layout: AwsLayout, inv: Inventory) -> list[Change]:
             out.append(Change("change", resource, f"+{len(add)} -{len(drop)} ingress rules"))
         else:
             out.append(Change("keep", resource, f"{len(have)} ingress rules"))
-    one(inv.role is not None, f"iam role hapair-{c}-lb", "EIP/ENI actions of the agent only")
+    one(
+        inv.role is not None,
+        f"iam role hapair-{c}-lb",
+        "move this cluster's EIPs onto its LBs; read its secrets, its artifacts",
+    )
     one(inv.profile is not None, f"instance profile hapair-{c}-lb", "for lb1, lb2")
+    one(inv.web_role is not None, f"iam role hapair-{c}-web", "read the artifacts only")
+    one(inv.web_profile is not None, f"instance profile hapair-{c}-web", "for the web servers")
+    one(
+        inv.bucket is not None,
+        f"s3 bucket {inv.bucket['Name'] if inv.bucket else f'hapair-{c}-<account>-<region>'}",
+        "private, encrypted: hapair's wheel, what the LBs serve",
+    )
+    stored = {name.rsplit("/", 1)[1] for name in inv.parameters}
+    for secret in SECRETS:
+        one(secret in stored, f"ssm parameter /hapair/{c}/{secret}", "SecureString")
     if spec.aws.ec2_endpoint:
         one(
             inv.by_name(inv.endpoints, "ec2-endpoint") is not None,

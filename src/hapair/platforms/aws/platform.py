@@ -1,36 +1,52 @@
 """The ``aws`` platform: what the seed's Terraform built, with boto3, found again by tags.
 
 ``up`` converges: it creates what is missing, adds or removes web instances to match the web
-size, and leaves everything else alone (a second ``up`` creates nothing). ``down`` deletes in
-dependency order and waits until everything is gone. Neither keeps local state.
+size, re-renders what the LBs serve (their desired documents), and leaves everything else
+alone (a second ``up`` creates nothing). On AWS itself it then waits until both EIPs serve the
+demo page. ``down`` deletes in dependency order and waits until everything is gone. Neither
+keeps local state.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import logging
-import secrets as random_secrets
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 
 from hapair.errors import OperationError, UsageError
 from hapair.plan import Plan
-from hapair.platforms.aws import instances, network, security, userdata
+from hapair.platforms.aws import artifacts, instances, network, nodes, secrets, security, userdata
 from hapair.platforms.aws.client import Aws, Timing, make_session, tags_of
 from hapair.platforms.aws.cost import CostLine, estimate
+from hapair.platforms.aws.iam import Scope
 from hapair.platforms.aws.inventory import Inventory, discover, iam_name
 from hapair.platforms.aws.layout import AwsLayout, make_layout
 from hapair.platforms.aws.planner import Change, plan_changes
+from hapair.platforms.aws.readiness import (
+    NodeState,
+    Probe,
+    Readiness,
+    VipState,
+    cloud_init_state,
+    wait_until_serving,
+)
 from hapair.platforms.aws.status import cluster_status
+from hapair.platforms.aws.timing import effective_ha
 from hapair.platforms.base import Platform, Progress, no_progress
 
 logger = logging.getLogger(__name__)
 
 #: Tag of the cluster's (global) IAM role: the region its cluster lives in.
 TAG_REGION = "hapair:region"
+#: How long ``up`` waits for both EIPs to serve the demo page (instances install for minutes).
+SERVING_TIMEOUT = 1200.0
 
 SessionFactory = Callable[[str | None], boto3.Session]
 
@@ -41,8 +57,12 @@ class AwsPlatform(Platform):
     :param session_factory: makes the boto3 session for a region (``None`` = the configured
         one); default :func:`~hapair.platforms.aws.client.make_session`.
     :param region: region to use when the spec names none (default: the configuration's).
-    :param endpoint_url: EC2/IAM/SSM endpoint (default: ``AWS_ENDPOINT_URL`` if set, else AWS).
+    :param endpoint_url: AWS endpoint (default: ``AWS_ENDPOINT_URL`` if set, else AWS).
     :param timing: poll interval and time limits (tests shorten them).
+    :param bundle: what ``up`` uploads for the instances to install (default: the wheel of
+        this checkout, built once per source digest: :func:`artifacts.cached_bundle`).
+    :param serving_timeout: how long ``up`` waits for the demo page on both EIPs; it waits
+        only against AWS itself (a local endpoint such as moto starts no instance).
     """
 
     def __init__(
@@ -52,11 +72,15 @@ class AwsPlatform(Platform):
         region: str | None = None,
         endpoint_url: str | None = None,
         timing: Timing | None = None,
+        bundle: artifacts.BundleSource | None = None,
+        serving_timeout: float = SERVING_TIMEOUT,
     ) -> None:
         self.session_factory = session_factory or make_session
         self.region = region
         self.endpoint_url = endpoint_url
         self.timing = timing or Timing()
+        self.bundle = bundle or artifacts.cached_bundle
+        self.serving_timeout = serving_timeout
         self._aws: dict[str | None, Aws] = {}
 
     def aws(self, region: str | None = None) -> Aws:
@@ -65,6 +89,14 @@ class AwsPlatform(Platform):
         if key not in self._aws:
             self._aws[key] = Aws(self.session_factory(key), self.endpoint_url, self.timing)
         return self._aws[key]
+
+    @staticmethod
+    def scope(aws: Aws, cluster: str) -> Scope:
+        """The cluster's account, region and bucket, as the IAM policies see them."""
+        account = aws.account()
+        return Scope(
+            cluster, account, aws.region, artifacts.bucket_name(cluster, account, aws.region)
+        )
 
     # ---------------------------------------------------------------- plan
     def plan_changes(self, plan: Plan) -> list[Change]:
@@ -78,26 +110,32 @@ class AwsPlatform(Platform):
 
     # ---------------------------------------------------------------- up
     def up(self, plan: Plan, progress: Progress = no_progress) -> None:
-        """Create what is missing (see the module docstring).
+        """Create what is missing, update what the LBs serve, then (on AWS) wait until both
+        EIPs serve the demo page.
 
         :raises CloudError: an AWS call failed (code and resource in the error); run ``up``
             again to finish, or ``down`` to clean.
-        :raises OperationError: the haproxy renderer is not available.
+        :raises SpecError: the spec's [ha] timings do not fit with the AWS profile's.
+        :raises OperationError: the wheel could not be built, the haproxy renderer is not
+            available, or the EIPs do not serve the demo page in time (the reasons, per node).
         """
         spec = plan.spec
-        aws = self.aws(spec.aws.region or None)
         layout = make_layout(plan)
+        effective_ha(spec)  # a spec whose [ha] does not fit the AWS profile stops here
+        aws = self.aws(spec.aws.region or None)
         c = plan.name
+        run = uuid.uuid4().hex[:12]  # this up's launches share it in their ClientTokens
         progress(f"find what exists for {c} in {aws.region}")
         inv = discover(aws, c)
+        scope = self.scope(aws, c)
         progress("find the AMI")
         ami = instances.find_ami(aws, spec.aws.ami)
-        progress("network: vpc, subnets, internet gateway, routes")
+        progress("network: vpc (dns on), subnets, internet gateway, routes")
         net = network.ensure_network(aws, layout, inv)
         progress("security groups")
         groups = security.ensure_groups(aws, spec, inv, net.vpc)
-        progress("iam role and instance profile for the LBs")
-        profile = security.ensure_iam(aws, c, inv)
+        progress("iam roles and instance profiles (lb, web)")
+        profiles = security.ensure_iam(aws, scope, inv)
         # IAM is global: the role says in which region its cluster lives, so that a `down` or
         # `status` in another region does not take it for this cluster (see _here).
         aws.must(
@@ -106,6 +144,23 @@ class AwsPlatform(Platform):
             RoleName=iam_name(c),
             Tags=[{"Key": TAG_REGION, "Value": aws.region}],
         )
+        progress(f"private bucket {scope.bucket} (encrypted, no public access)")
+        readers = [security.role_arn(scope, kind) for kind in profiles]
+        artifacts.ensure_bucket(aws, scope, readers, exists=inv.bucket is not None)
+        install = userdata.Install(aws.region, scope.bucket, pip_spec=spec.aws.pip_spec)
+        if not spec.aws.pip_spec:
+            progress("build hapair's wheel and pin its dependencies; upload them")
+            bundle = self.bundle()
+            artifacts.upload_bundle(aws, scope.bucket, bundle)
+            install = userdata.Install(
+                aws.region,
+                scope.bucket,
+                wheel_key=bundle.wheel_key,
+                wheel_sha256=bundle.wheel_sha256,
+                requirements_key=bundle.requirements_key,
+            )
+        progress("secrets in SSM Parameter Store (SecureString)")
+        secrets.ensure_secrets(aws, c, spec.haproxy.stats_password)
         if spec.aws.ec2_endpoint:
             progress("EC2 interface endpoint")
             network.ensure_endpoint(aws, layout, inv, net, groups["endpoint"])
@@ -116,39 +171,19 @@ class AwsPlatform(Platform):
             lb.name: instances.ensure_eni(aws, c, lb, net.subnets[lb.subnet], groups["lb"], inv)
             for lb in layout.lbs
         }
-        started: list[str] = []
-        missing = [n for n in layout.nodes if inv.instance(n.name) is None]
-        if missing:
-            progress(f"launch {', '.join(n.name for n in missing)}")
-            keys = self._secrets(aws, inv)
-            for node in missing:
-                if node.name in enis:
-                    data = self.lb_user_data(plan, layout, node.name, eips, enis, keys, aws.region)
-                    role: dict[str, Any] = {
-                        "group_id": groups["lb"],
-                        "eni_id": enis[node.name],
-                        "profile": profile,
-                    }
-                else:
-                    data = userdata.web_user_data(
-                        cluster=c,
-                        node=node.name,
-                        address=node.private_ip,
-                        port=spec.web.port,
-                        pip_spec=spec.aws.pip_spec,
-                    )
-                    role = {"group_id": groups["web"]}
-                iid = instances.launch(
-                    aws,
-                    c,
-                    node,
-                    ami=ami,
-                    user_data=userdata.pack(data),
-                    subnet_id=net.subnets[node.subnet],
-                    key_name=spec.aws.key_name,
-                    **role,
-                )
-                started.append(iid)
+        where = nodes.Placement(aws.region, scope.bucket, eips, enis, install)
+        progress(f"what the LBs serve: {len(layout.webs)} web server(s) (desired documents)")
+        for lb in layout.lbs:
+            artifacts.put_object(
+                aws,
+                scope.bucket,
+                nodes.desired_key(lb.name),
+                nodes.desired(plan, layout, lb.name),
+                "application/json",
+            )
+        started = self._launch(
+            aws, plan, layout, inv, where, ami, net.subnets, groups, profiles, run, progress
+        )
         wanted = {n.name for n in layout.nodes}
         extra = [i["InstanceId"] for i in inv.instances if instances.node_name(i) not in wanted]
         if extra:
@@ -166,104 +201,107 @@ class AwsPlatform(Platform):
                     aws, addr["AllocationId"], enis[home.name], home.private_ip
                 )
         if not started and not extra:
-            progress("nothing to change")
+            progress("no instance to change")
+        self._wait_serving(aws, plan, progress)
 
-    def _secrets(self, aws: Aws, inv: Inventory) -> userdata.Secrets:
-        """The cluster's secrets: from a live LB's user data, else new ones."""
-        for inst in inv.instances:
-            if tags_of(inst).get("hapair:role") != "lb":
-                continue
-            res = aws.call(
-                aws.ec2.describe_instance_attribute,
-                f"instance {inst['InstanceId']}",
-                ignore=("InvalidInstanceID.NotFound",),
-                InstanceId=inst["InstanceId"],
-                Attribute="userData",
-            )
-            value = res.get("UserData", {}).get("Value") if res else None
-            found = (
-                userdata.secrets_from(base64.b64decode(value).decode("latin-1")) if value else None
-            )
-            if found is not None:
-                return found
-        return userdata.Secrets(
-            random_secrets.token_hex(32), random_secrets.token_hex(32), random_secrets.token_hex(12)
-        )
-
-    def lb_user_data(
+    def _launch(
         self,
+        aws: Aws,
         plan: Plan,
         layout: AwsLayout,
-        node: str,
-        eips: dict[str, dict[str, Any]],
-        enis: dict[str, str],
-        keys: userdata.Secrets,
-        region: str,
-    ) -> str:
-        """The user data of LB ``node``: rendered haproxy.cfg and agent.toml (``aws_eip``)."""
-        try:
-            from hapair.render.haproxy import render_haproxy
-        except ImportError as exc:
-            raise OperationError(
-                f"cannot render haproxy.cfg: hapair.render.haproxy: {exc}"
-            ) from exc
-        from hapair.agent.config import VipConfig, dump_toml
-        from hapair.render.agent import agent_config
-
-        spec = plan.spec
-        me, peer = layout.node(node), layout.peer_of(node)
-        https = spec.haproxy.https
-        cfg = render_haproxy(
-            plan,
-            node,
-            backends=[(w.name, w.private_ip) for w in layout.webs],
-            stats_socket=userdata.STATS_SOCKET,
-            stats_password=spec.haproxy.stats_password or keys.stats_password,
-            cert_path=userdata.CERT_FILE if https else None,
-        )
-        base = agent_config(
-            plan,
-            node,
-            key_file=userdata.KEY_FILE,
-            admin_token_file=userdata.TOKEN_FILE,
-            stats_socket=userdata.STATS_SOCKET,
-            api_socket=userdata.AGENT_SOCKET,
-            driver="aws_eip",
-        )
-        vips = [
-            VipConfig(
-                name=v.name,
-                address=str(eips[v.name]["PublicIp"]),
-                home=v.home,
-                driver="aws_eip",
-                allocation_id=str(eips[v.name]["AllocationId"]),
-                eni_id=enis[node],
-                private_ip=me.private_ip if v.home == node else str(me.secondary_ip),
+        inv: Inventory,
+        where: nodes.Placement,
+        ami: str,
+        subnets: dict[str, str],
+        groups: dict[str, str],
+        profiles: dict[str, str],
+        run: str,
+        progress: Progress,
+    ) -> list[str]:
+        """Launch the nodes that have no instance; returns the new instance ids."""
+        missing = [n for n in layout.nodes if inv.instance(n.name) is None]
+        if not missing:
+            return []
+        progress(f"launch {', '.join(n.name for n in missing)}")
+        started = []
+        for node in missing:
+            if node.name in where.enis:
+                data = nodes.lb_user_data(plan, layout, node.name, where)
+                role: dict[str, Any] = {
+                    "group_id": groups["lb"],
+                    "eni_id": where.enis[node.name],
+                    "profile": profiles["lb"],
+                }
+            else:
+                data = nodes.web_user_data(plan, layout, node.name, where)
+                role = {"group_id": groups["web"], "profile": profiles["web"]}
+            started.append(
+                instances.launch(
+                    aws,
+                    plan.name,
+                    node,
+                    ami=ami,
+                    user_data=userdata.pack(data),
+                    subnet_id=subnets[node.subnet],
+                    key_name=plan.spec.aws.key_name,
+                    client_token=f"hapair-{plan.name}-{node.name}-{run}",
+                    **role,
+                )
             )
-            for v in layout.vips
-        ]
-        gateway = layout.gateway(me.subnet)
-        agent = base.model_copy(
-            update={
-                "peer_addresses": [a for a in (peer.private_ip, peer.secondary_ip) if a],
-                "peer_probe_address": peer.private_ip,
-                "ping_nodes": list(spec.ha.ping_nodes) or [gateway],
-                "aws_region": region,
-                "vips": vips,
-            }
+        return started
+
+    def _wait_serving(self, aws: Aws, plan: Plan, progress: Progress) -> None:
+        """On AWS itself, wait until both EIPs serve the demo page; else say why not."""
+        host = urlsplit(aws.ec2.meta.endpoint_url).hostname or ""
+        if not host.endswith((".amazonaws.com", ".amazonaws.com.cn")):
+            progress(f"not waiting for the demo page: the EC2 endpoint {host} is not AWS")
+            return
+        progress("wait until both EIPs serve the demo page (instances install for minutes)")
+
+        def read() -> tuple[list[NodeState], list[VipState]]:
+            return self._states(aws, plan.name)
+
+        def report(r: Readiness) -> None:
+            for line in r.problems:
+                logger.info("not ready: %s", line)
+
+        verdict = wait_until_serving(
+            read,
+            lambda v: probe_eip(v, plan.spec.haproxy.http_port, plan.spec.cluster.domain),
+            timeout=self.serving_timeout,
+            report=report,
         )
-        return userdata.lb_user_data(
-            cluster=plan.name,
-            node=node,
-            haproxy_cfg=cfg,
-            agent_toml=dump_toml(agent),
-            secrets=keys,
-            secondary_ip=str(me.secondary_ip),
-            prefixlen=ipaddress.ip_network(layout.subnets[me.subnet]).prefixlen,
-            gateway=gateway,
-            pip_spec=spec.aws.pip_spec,
-            self_signed_for=spec.cluster.domain if https else None,
-        )
+        if not verdict.ready:
+            raise OperationError(
+                "the EIPs do not serve the demo page yet:\n  " + "\n  ".join(verdict.problems)
+            )
+
+    def _states(self, aws: Aws, name: str) -> tuple[list[NodeState], list[VipState]]:
+        st = cluster_status(discover(aws, name))
+        states = []
+        for n in st["nodes"]:
+            console = ""
+            if n["state"] == "running":
+                res = aws.call(
+                    aws.ec2.get_console_output,
+                    f"instance {n['instance']}",
+                    ignore=("InvalidInstanceID.NotFound",),
+                    InstanceId=n["instance"],
+                    Latest=True,
+                )
+                raw = res.get("Output", "") if res else ""
+                console = base64.b64decode(raw).decode("utf-8", "replace") if raw else ""
+            states.append(NodeState(n["name"], n["role"], n["state"], cloud_init_state(console)))
+        vips = [VipState(v["name"], v["address"], v["owner"]) for v in st["vips"]]
+        return states, vips
+
+    def rotate_secrets(self, name: str, which: list[str]) -> list[str]:
+        """Write new values of the cluster's secrets (all of them when ``which`` is empty).
+
+        :returns: the secrets rotated.
+        :raises UsageError: unknown secret, or no such cluster here.
+        """
+        return secrets.rotate(self.aws(), name, which)
 
     # ---------------------------------------------------------------- status / down
     @staticmethod
@@ -275,20 +313,9 @@ class AwsPlatform(Platform):
 
         :raises UsageError: nothing here, and the role names the region it lives in.
         """
-        regional = (
-            inv.vpcs,
-            inv.subnets,
-            inv.igws,
-            inv.route_tables,
-            inv.groups,
-            inv.endpoints,
-            inv.enis,
-            inv.addresses,
-            inv.instances,
-        )
-        if any(regional):
+        if inv.regional():
             return True
-        if inv.role is None and inv.profile is None:
+        if all(x is None for x in (inv.role, inv.profile, inv.web_role, inv.web_profile)):
             return False
         home = tags_of(inv.role).get(TAG_REGION) if inv.role else None
         if home and home != aws.region:
@@ -337,7 +364,13 @@ class AwsPlatform(Platform):
             security.delete_groups(aws, inv)
         progress("delete route table, internet gateway, subnets, vpc")
         network.delete_network(aws, inv)
-        progress("delete the iam instance profile and role")
+        if inv.bucket is not None:
+            progress(f"empty and delete the bucket {inv.bucket['Name']} (every version)")
+            artifacts.delete_bucket(aws, inv.bucket["Name"])
+        if inv.parameters:
+            progress(f"delete {len(inv.parameters)} secret(s) in SSM Parameter Store")
+            secrets.delete_secrets(aws, inv.parameters)
+        progress("delete the iam instance profiles and roles")
         security.delete_iam(aws, name, inv)
         progress("check that nothing is left")
         aws.wait_until(
@@ -346,3 +379,17 @@ class AwsPlatform(Platform):
             timeout=self.timing.retry,
         )
         return True
+
+
+def probe_eip(vip: VipState, port: int, domain: str, timeout: float = 5.0) -> Probe:
+    """``GET /`` of an EIP's public address, as a client on the Internet would."""
+    url = f"http://{vip.address}:{port}/"
+    req = urllib.request.Request(url, headers={"Host": domain, "Accept": "text/plain"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as res:
+            body = res.read(4096).decode("utf-8", "replace")
+            return Probe(vip.name, res.status, body, res.headers.get("x-lb", ""))
+    except urllib.error.HTTPError as exc:
+        return Probe(vip.name, exc.code, "", exc.headers.get("x-lb", ""), f"HTTP {exc.code}")
+    except (OSError, ValueError) as exc:
+        return Probe(vip.name, None, error=str(exc) or type(exc).__name__)

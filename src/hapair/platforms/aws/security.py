@@ -1,7 +1,8 @@
-"""Security groups (the seed's LB and web SGs) and the LBs' IAM role, profile and policy.
+"""Security groups (the seed's LB and web SGs) and the instances' IAM roles and profiles.
 
-The rules and the policy are pure functions of the spec; ``ensure_*`` makes AWS match them
-(missing rules are authorized, rules nobody asked for are revoked).
+The rules are pure functions of the spec and the policies pure functions of the cluster's scope
+(:mod:`hapair.platforms.aws.iam`); ``ensure_*`` makes AWS match them (missing rules are
+authorized, rules nobody asked for are revoked; inline policies nobody asked for are deleted).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from hapair.platforms.aws.client import (
     tag_spec,
     tags_of,
 )
-from hapair.platforms.aws.inventory import Inventory, iam_name, policy_name
+from hapair.platforms.aws.iam import Scope, assume_role_policy, lb_policy, web_policy
+from hapair.platforms.aws.inventory import ROLES, Inventory, iam_name, policy_name
 from hapair.spec import Spec
 
 logger = logging.getLogger(__name__)
@@ -31,9 +33,6 @@ GROUPS: dict[str, tuple[str, str | None]] = {
     "web": ("web-sg", "web"),
     "endpoint": ("ec2-endpoint-sg", None),
 }
-#: The EC2 actions the ``aws_eip`` agent uses, and nothing else.
-AGENT_ACTIONS_DESCRIBE = ("ec2:DescribeAddresses",)
-AGENT_ACTIONS_MOVE = ("ec2:AssociateAddress", "ec2:DisassociateAddress")
 
 
 @dataclass(frozen=True, order=True)
@@ -48,18 +47,20 @@ class Rule:
 
 
 def desired_rules(spec: Spec) -> dict[str, frozenset[Rule]]:
-    """The ingress rules of every group (the seed's, with tcp/22 on web and 9022-9023 from
-    ``admin.cidrs``)."""
+    """The ingress rules of every group: the seed's, except that tcp/22 is open only when a
+    key pair is set (nothing else listens for SSH logins) and then only from ``admin.cidrs``,
+    as are 9022-9023."""
     admin = spec.admin.cidrs
     dash = sorted((spec.haproxy.stats_port, spec.admin.port))
     http = {spec.haproxy.http_port, 443}
     if spec.haproxy.https:
         http.add(spec.haproxy.https_port)
-    lb = {Rule("icmp", 3, 4, "0.0.0.0/0"), Rule("tcp", 22, 22, "0.0.0.0/0")}
+    ssh = {Rule("tcp", 22, 22, c) for c in admin} if spec.aws.key_name else set()
+    lb = {Rule("icmp", 3, 4, "0.0.0.0/0")} | ssh
     lb |= {Rule("tcp", p, p, "0.0.0.0/0") for p in http}
     lb.add(Rule("udp", spec.ha.port, spec.ha.port, "sg:lb"))
     lb |= {Rule("tcp", dash[0], dash[1], c) for c in admin}
-    web = {Rule("tcp", 22, 22, c) for c in admin}
+    web = set(ssh)
     web.add(Rule("tcp", spec.web.port, spec.web.port, "sg:lb"))
     endpoint = {Rule("tcp", 443, 443, "sg:lb")}
     return {"lb": frozenset(lb), "web": frozenset(web), "endpoint": frozenset(endpoint)}
@@ -148,137 +149,101 @@ def ensure_groups(aws: Aws, spec: Spec, inv: Inventory, vpc_id: str) -> dict[str
 
 
 # ---------------------------------------------------------------------------- IAM
-def assume_role_policy() -> dict[str, Any]:
-    """Who may assume the LBs' role: EC2 instances."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
+def role_arn(scope: Scope, kind: str) -> str:
+    """The ARN of the ``kind`` (lb or web) instance role."""
+    return f"arn:{scope.partition}:iam::{scope.account}:role/{iam_name(scope.cluster, kind)}"
 
 
-def agent_policy(cluster: str) -> dict[str, Any]:
-    """The LBs' policy: read EIPs, and move only this cluster's EIPs between its own ENIs."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ReadAddresses",
-                "Effect": "Allow",
-                "Action": list(AGENT_ACTIONS_DESCRIBE),
-                "Resource": "*",
-            },
-            {
-                "Sid": "MoveThisClustersAddresses",
-                "Effect": "Allow",
-                "Action": list(AGENT_ACTIONS_MOVE),
-                "Resource": [
-                    "arn:aws:ec2:*:*:elastic-ip/*",
-                    "arn:aws:ec2:*:*:network-interface/*",
-                    "arn:aws:ec2:*:*:instance/*",
-                ],
-                "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLUSTER}": cluster}},
-            },
-        ],
-    }
+def ensure_iam(aws: Aws, scope: Scope, inv: Inventory) -> dict[str, str]:
+    """Create both instance roles, their inline policies and instance profiles; always
+    re-put the policies and delete inline policies nobody asked for.
 
-
-def ensure_iam(aws: Aws, cluster: str, inv: Inventory) -> str:
-    """Create the role, its inline policy and the instance profile; always re-put the policy.
-
-    :returns: the instance profile's name.
+    :returns: role kind (lb, web) -> instance profile name.
     :raises CloudError: a role of that name exists but is not this cluster's.
     """
     iam = aws.iam
-    name = iam_name(cluster)
-    tags = cluster_tags(cluster, "lb-role", "lb")
-    if inv.role is None:
-        existing = aws.call(
-            iam.get_role, f"iam role {name}", ignore=("NoSuchEntity",), RoleName=name
-        )
-        if existing is not None:
-            raise CloudError(
-                f"iam role {name} exists but is not tagged {TAG_CLUSTER}={cluster}; "
-                "remove it or choose another cluster name",
-                "EntityAlreadyExists",
-                f"iam role {name}",
+    cluster = scope.cluster
+    policies = {"lb": lb_policy(scope), "web": web_policy(scope)}
+    out = {}
+    for kind in ROLES:
+        name = iam_name(cluster, kind)
+        tags = cluster_tags(cluster, f"{kind}-role", kind)
+        role, profile = (inv.role, inv.profile) if kind == "lb" else (inv.web_role, inv.web_profile)
+        if role is None:
+            existing = aws.call(
+                iam.get_role, f"iam role {name}", ignore=("NoSuchEntity",), RoleName=name
             )
+            if existing is not None:
+                raise CloudError(
+                    f"iam role {name} exists but is not tagged {TAG_CLUSTER}={cluster}; "
+                    "remove it or choose another cluster name",
+                    "EntityAlreadyExists",
+                    f"iam role {name}",
+                )
+            aws.must(
+                iam.create_role,
+                f"iam role {name}",
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(assume_role_policy()),
+                Description=f"hapair {cluster}: {kind} instances",
+                Tags=tags,
+            )
+        wanted = policy_name(cluster, kind)
+        listed = aws.must(iam.list_role_policies, f"iam role {name}", RoleName=name)
+        for old in listed["PolicyNames"]:
+            if old != wanted:
+                logger.info("iam role %s: deleting inline policy %s nobody asked for", name, old)
+                aws.must(iam.delete_role_policy, f"iam role {name}", RoleName=name, PolicyName=old)
         aws.must(
-            iam.create_role,
+            iam.put_role_policy,
             f"iam role {name}",
             RoleName=name,
-            AssumeRolePolicyDocument=json.dumps(assume_role_policy()),
-            Description=f"hapair {cluster}: LB agents move the cluster's EIPs",
-            Tags=tags,
+            PolicyName=wanted,
+            PolicyDocument=json.dumps(policies[kind]),
         )
-    aws.must(
-        iam.put_role_policy,
-        f"iam role {name}",
-        RoleName=name,
-        PolicyName=policy_name(cluster),
-        PolicyDocument=json.dumps(agent_policy(cluster)),
-    )
-    profile = inv.profile
-    if profile is None:
-        res = aws.must(
-            iam.create_instance_profile,
-            f"instance profile {name}",
-            InstanceProfileName=name,
-            Tags=tags,
-        )
-        profile = dict(res["InstanceProfile"])
-    if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
-        aws.must(
-            iam.add_role_to_instance_profile,
-            f"instance profile {name}",
-            InstanceProfileName=name,
-            RoleName=name,
-        )
-    return name
+        if profile is None:
+            what = f"instance profile {name}"
+            made = aws.must(iam.create_instance_profile, what, InstanceProfileName=name, Tags=tags)
+            profile = dict(made["InstanceProfile"])
+        if not any(r["RoleName"] == name for r in profile.get("Roles", [])):
+            aws.must(
+                iam.add_role_to_instance_profile,
+                f"instance profile {name}",
+                InstanceProfileName=name,
+                RoleName=name,
+            )
+        out[kind] = name
+    return out
 
 
 def delete_iam(aws: Aws, cluster: str, inv: Inventory) -> None:
-    """Remove the instance profile, the role's policies and the role."""
+    """Remove both instance profiles, the roles' inline policies and the roles, in that order
+    (each retried while IAM still sees a dependency)."""
     iam = aws.iam
-    name = iam_name(cluster)
-    gone = ("NoSuchEntity",)
-    if inv.profile is not None:
-        for role in inv.profile.get("Roles", []):
-            aws.call(
-                iam.remove_role_from_instance_profile,
-                f"instance profile {name}",
-                ignore=gone,
-                InstanceProfileName=name,
-                RoleName=role["RoleName"],
+    for kind in ROLES:
+        name = iam_name(cluster, kind)
+        role, profile = (inv.role, inv.profile) if kind == "lb" else (inv.web_role, inv.web_profile)
+        steps: list[tuple[Any, dict[str, str]]] = []
+        if profile is not None:
+            steps += [
+                (
+                    iam.remove_role_from_instance_profile,
+                    {"InstanceProfileName": name, "RoleName": r["RoleName"]},
+                )
+                for r in profile.get("Roles", [])
+            ]
+            steps.append((iam.delete_instance_profile, {"InstanceProfileName": name}))
+        if role is not None:
+            listed = aws.call(
+                iam.list_role_policies, f"iam role {name}", ignore=("NoSuchEntity",), RoleName=name
             )
-        aws.call(
-            iam.delete_instance_profile,
-            f"instance profile {name}",
-            ignore=gone,
-            InstanceProfileName=name,
-        )
-    if inv.role is not None:
-        pols = aws.call(iam.list_role_policies, f"iam role {name}", ignore=gone, RoleName=name)
-        for pol in pols["PolicyNames"] if pols else []:
+            names = listed["PolicyNames"] if listed else []
+            steps += [(iam.delete_role_policy, {"RoleName": name, "PolicyName": p}) for p in names]
+            steps.append((iam.delete_role, {"RoleName": name}))
+        for fn, kwargs in steps:
             aws.call(
-                iam.delete_role_policy,
-                f"iam role {name}",
-                ignore=gone,
-                RoleName=name,
-                PolicyName=pol,
+                fn, f"iam {name}", ignore=("NoSuchEntity",), retry=("DeleteConflict",), **kwargs
             )
-        aws.call(
-            iam.delete_role,
-            f"iam role {name}",
-            ignore=gone,
-            retry=("DeleteConflict",),
-            RoleName=name,
-        )
 
 
 def group_role(group: dict[str, Any]) -> str | None:

@@ -1,18 +1,26 @@
 """cloud-init user data: each instance installs and configures itself, no SSH from the operator.
 
-Pure: the rendered configuration files come in as strings. An LB gets HAProxy, hapair in a venv,
-its secondary private address (the seed's ``secondary-ip`` role), ``haproxy.cfg``,
-``agent.toml`` and the cluster secrets, and runs the agent with the ``aws_eip`` resource agent.
-A web node gets hapair and runs the demo web app. The cluster secrets live only in the LBs' user
-data; a replacement LB gets them from its peer's (:func:`secrets_from`).
+Pure: what to install and the rendered agent configuration come in as values. User data
+carries **no secret** (anyone allowed ``ec2:DescribeInstanceAttribute`` can read it):
+
+- hapair comes from the cluster's private bucket: the wheel ``up`` built and its pinned
+  requirements, fetched with the instance role's credentials by ``s3get.py`` (written here; the
+  standard library only, since it runs before hapair is installed), the wheel's SHA-256 checked;
+  or, as an explicit override, ``pip install <aws.pip_spec>``.
+- An LB's secrets (cluster key, admin token, stats password) and its haproxy.cfg come from
+  ``hapair.platforms.aws.nodesync``, which reads SSM and the LB's desired document at boot and
+  every minute afterwards.
+
+Every unit restarts forever (``Restart=always``, no start limit): a node that boots before the
+network, the role or the secrets are ready keeps trying instead of ending in a failed state.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
-import json
 from dataclasses import dataclass
+from pathlib import Path
 
 #: EC2's limit on user data (before base64).
 MAX_USER_DATA = 16384
@@ -21,73 +29,98 @@ ETC = "/etc/hapair"
 KEY_FILE = f"{ETC}/cluster.key"
 TOKEN_FILE = f"{ETC}/admin.token"
 AGENT_TOML = f"{ETC}/agent.toml"
+NODE_JSON = f"{ETC}/node.json"
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 STATS_SOCKET = "/run/haproxy/admin.sock"
 AGENT_SOCKET = "/run/hapair/agent.sock"
 CERT_FILE = f"{ETC}/cert.pem"
-#: Marker line that carries the secrets in an LB's user data (a YAML comment).
-SECRETS_MARKER = "# hapair-secrets: "
+S3GET = "/usr/local/lib/hapair/s3get.py"
+S3GET_SOURCE = Path(__file__).with_name("s3get.py")
 
 
 @dataclass(frozen=True)
-class Secrets:
-    """The per-cluster secrets both LBs share (random, made once by the first ``up``)."""
+class Install:
+    """Where an instance gets hapair from.
 
-    key: str
-    admin_token: str
-    stats_password: str
+    :ivar region: the bucket's region.
+    :ivar bucket: the cluster's bucket.
+    :ivar wheel_key: the wheel's object key (its file name is the key's last part).
+    :ivar wheel_sha256: checked after download.
+    :ivar requirements_key: the pinned requirements' object key.
+    :ivar pip_spec: when set, ``pip install`` this instead (the bucket is not used for hapair).
+    """
 
-
-def secrets_from(user_data: str) -> Secrets | None:
-    """The secrets carried by an LB's user data (plain or gzip), or ``None``."""
-    text = user_data
-    raw = text.encode("latin-1", "ignore")
-    if raw[:2] == b"\x1f\x8b":
-        text = gzip.decompress(raw).decode()
-    for line in text.splitlines():
-        if line.startswith(SECRETS_MARKER):
-            data = json.loads(base64.b64decode(line[len(SECRETS_MARKER) :]))
-            return Secrets(data["key"], data["admin_token"], data["stats_password"])
-    return None
+    region: str
+    bucket: str
+    wheel_key: str = ""
+    wheel_sha256: str = ""
+    requirements_key: str = ""
+    pip_spec: str = ""
 
 
 def _file(path: str, content: str, mode: str = "0644") -> list[str]:
-    lines = [
+    return [
         f"  - path: {path}",
         f"    permissions: '{mode}'",
         "    owner: root:root",
         "    encoding: b64",
         f"    content: {base64.b64encode(content.encode()).decode()}",
     ]
-    return lines
 
 
-def _unit(description: str, exec_start: str, after: str = "network-online.target") -> str:
+def unit(
+    description: str,
+    exec_start: str,
+    *,
+    after: str = "network-online.target",
+    service: str = "Restart=always\nRestartSec=2\n",
+    install: str = "multi-user.target",
+) -> str:
+    """A systemd unit that never gives up (no start limit)."""
     return (
         "[Unit]\n"
         f"Description={description}\n"
         f"After={after}\n"
-        f"Wants={after}\n\n"
+        "Wants=network-online.target\n"
+        "StartLimitIntervalSec=0\n\n"
         "[Service]\n"
         f"ExecStart={exec_start}\n"
-        "Restart=always\n"
-        "RestartSec=1\n\n"
+        f"{service}\n"
         "[Install]\n"
-        "WantedBy=multi-user.target\n"
+        f"WantedBy={install}\n"
     )
 
 
-def _install(packages: list[str], pip_spec: str) -> list[str]:
-    # The first minutes of a boot may lack egress (the EIP is associated after the instance
-    # runs): retry until the mirrors answer.
+def _retry(command: str, times: int = 60, pause: int = 10) -> str:
+    return f"  - [sh, -c, 'for i in $(seq 1 {times}); do {command} && break; sleep {pause}; done']"
+
+
+def install_commands(install: Install, packages: list[str]) -> list[str]:
+    """runcmd lines: Debian packages, then hapair in :data:`VENV` (the first minutes of a
+    boot may lack egress or the role: everything is retried)."""
     apt = " ".join(packages)
-    return [
-        "  - [sh, -c, 'for i in $(seq 1 60); do apt-get update && "
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y {apt} && break; sleep 10; done']",
+    lines = [
+        _retry(f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {apt}"),
         f"  - [python3, -m, venv, {VENV}]",
-        f"  - [sh, -c, 'for i in $(seq 1 30); do {VENV}/bin/pip install --upgrade "
-        f'"{pip_spec}" && break; sleep 10; done\']',
     ]
+    pip = f"{VENV}/bin/pip"
+    if install.pip_spec:
+        return [*lines, _retry(f'{pip} install --upgrade "{install.pip_spec}"', 30)]
+    wheel = f"{VENV}/{install.wheel_key.rsplit('/', 1)[-1]}"
+    get = f"python3 {S3GET} {install.region} {install.bucket}"
+    return [
+        *lines,
+        f"  - [sh, -c, '{get} {install.requirements_key} {VENV}/requirements.txt']",
+        f"  - [sh, -c, '{get} {install.wheel_key} {wheel} {install.wheel_sha256}']",
+        _retry(f"{pip} install -r {VENV}/requirements.txt", 30),
+        f"  - [{pip}, install, --no-deps, --force-reinstall, {wheel}]",
+    ]
+
+
+def _fetcher(install: Install) -> list[str]:
+    if install.pip_spec:
+        return []
+    return _file(S3GET, S3GET_SOURCE.read_text(), "0755")
 
 
 def secondary_ip_script(secondary: str, prefixlen: int, gateway: str) -> str:
@@ -106,62 +139,61 @@ def lb_user_data(
     *,
     cluster: str,
     node: str,
-    haproxy_cfg: str,
     agent_toml: str,
-    secrets: Secrets,
+    node_json: str,
+    install: Install,
     secondary_ip: str,
     prefixlen: int,
     gateway: str,
-    pip_spec: str,
     self_signed_for: str | None = None,
 ) -> str:
-    """User data of an LB: HAProxy + hapair + the agent (``aws_eip``), configured.
+    """User data of an LB: HAProxy + hapair + the node sync + the agent (``aws_eip``).
 
-    :param haproxy_cfg: rendered haproxy.cfg (stats socket at :data:`STATS_SOCKET`).
     :param agent_toml: rendered agent.toml (key, token and socket paths as in this module).
+    :param node_json: the node sync's configuration (:class:`~.nodesync.NodeConfig`).
     :param self_signed_for: when HTTPS is on without a certificate, make a self-signed one
         for this DNS name at :data:`CERT_FILE`.
     """
-    blob = base64.b64encode(
-        json.dumps(
-            {
-                "key": secrets.key,
-                "admin_token": secrets.admin_token,
-                "stats_password": secrets.stats_password,
-            }
-        ).encode()
-    ).decode()
-    lines = [
-        "#cloud-config",
-        f"# hapair {cluster}: {node} (lb)",
-        SECRETS_MARKER + blob,
-        "write_files:",
-    ]
-    lines += _file(KEY_FILE, secrets.key + "\n", "0600")
-    lines += _file(TOKEN_FILE, secrets.admin_token + "\n", "0600")
+    lines = ["#cloud-config", f"# hapair {cluster}: {node} (lb)", "write_files:"]
+    lines += _fetcher(install)
     lines += _file(AGENT_TOML, agent_toml, "0600")
-    lines += _file(f"{ETC}/haproxy.cfg", haproxy_cfg, "0600")
+    lines += _file(NODE_JSON, node_json, "0600")
     lines += _file(
         "/usr/local/sbin/hapair-secondary-ip",
         secondary_ip_script(secondary_ip, prefixlen, gateway),
         "0755",
     )
-    secondary_unit = (
-        "[Unit]\nDescription=hapair: secondary private address\n"
-        "After=network-online.target\nWants=network-online.target\nBefore=haproxy.service\n\n"
-        "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-        "ExecStart=/usr/local/sbin/hapair-secondary-ip\n\n"
-        "[Install]\nWantedBy=multi-user.target\n"
+    oneshot = "Type=oneshot\nRemainAfterExit=yes\n"
+    lines += _file(
+        "/etc/systemd/system/hapair-secondary-ip.service",
+        unit(
+            "hapair: secondary private address",
+            "/usr/local/sbin/hapair-secondary-ip",
+            service=oneshot,
+        ).replace("StartLimitIntervalSec=0\n", "StartLimitIntervalSec=0\nBefore=haproxy.service\n"),
     )
-    lines += _file("/etc/systemd/system/hapair-secondary-ip.service", secondary_unit)
-    agent_unit = _unit(
-        f"hapair HA agent ({node}, aws_eip)",
-        f"{VENV}/bin/hapair agent --config {AGENT_TOML}",
-        after="network-online.target haproxy.service",
-    ).replace("[Service]\n", "[Service]\nRuntimeDirectory=hapair\n")
-    lines += _file("/etc/systemd/system/hapair-agent.service", agent_unit)
+    sync = f"{VENV}/bin/python -m hapair.platforms.aws.nodesync --config {NODE_JSON}"
+    lines += _file(
+        "/etc/systemd/system/hapair-sync.service",
+        unit("hapair: secrets and haproxy.cfg from the cluster", sync, service="Type=oneshot\n"),
+    )
+    lines += _file(
+        "/etc/systemd/system/hapair-sync.timer",
+        "[Unit]\nDescription=hapair: sync every minute\n\n"
+        "[Timer]\nOnActiveSec=60s\nOnUnitActiveSec=60s\nAccuracySec=5s\n\n"
+        "[Install]\nWantedBy=timers.target\n",
+    )
+    lines += _file(
+        "/etc/systemd/system/hapair-agent.service",
+        unit(
+            f"hapair HA agent ({node}, aws_eip)",
+            f"{VENV}/bin/hapair agent --config {AGENT_TOML}",
+            after="network-online.target haproxy.service hapair-sync.service",
+            service="Restart=always\nRestartSec=2\nRuntimeDirectory=hapair\n",
+        ),
+    )
     lines += ["runcmd:", "  - [systemctl, enable, --now, hapair-secondary-ip.service]"]
-    lines += _install(["haproxy", "python3-venv", "openssl", "ca-certificates"], pip_spec)
+    lines += install_commands(install, ["haproxy", "python3-venv", "openssl", "ca-certificates"])
     if self_signed_for:
         lines.append(
             f"  - [sh, -c, 'test -s {CERT_FILE} || (openssl req -x509 -newkey rsa:2048 -nodes "
@@ -170,25 +202,40 @@ def lb_user_data(
             f"&& rm -f {CERT_FILE}.crt {CERT_FILE}.key)']"
         )
     lines += [
-        f"  - [install, -m, '0600', {ETC}/haproxy.cfg, {HAPROXY_CFG}]",
-        f"  - [haproxy, -c, -f, {HAPROXY_CFG}]",
+        _retry(sync, 60, 5),
         "  - [systemctl, restart, haproxy]",
         "  - [systemctl, daemon-reload]",
-        "  - [systemctl, enable, --now, hapair-agent.service]",
+        "  - [systemctl, enable, --now, hapair-sync.timer, hapair-agent.service]",
     ]
     return "\n".join(lines) + "\n"
 
 
-def web_user_data(*, cluster: str, node: str, address: str, port: int, pip_spec: str) -> str:
-    """User data of a web node: hapair and the demo web app as a systemd unit."""
-    unit = _unit(
+def web_user_data(
+    *,
+    cluster: str,
+    node: str,
+    address: str,
+    port: int,
+    install: Install | None = None,
+    pip_spec: str = "",
+) -> str:
+    """User data of a web node: hapair and the demo web app as a systemd unit.
+
+    :param pip_spec: without ``install``, short for ``Install(pip_spec=pip_spec)``.
+    """
+    if install is None:
+        if not pip_spec:
+            raise ValueError("web_user_data needs an install or a pip_spec")
+        install = Install("", "", pip_spec=pip_spec)
+    app = unit(
         f"hapair demo web app ({node})",
         f"{VENV}/bin/python -m hapair.webapp --node {node} --address {address} --port {port}",
     )
     lines = ["#cloud-config", f"# hapair {cluster}: {node} (web)", "write_files:"]
-    lines += _file("/etc/systemd/system/hapair-webapp.service", unit)
+    lines += _fetcher(install)
+    lines += _file("/etc/systemd/system/hapair-webapp.service", app)
     lines += ["runcmd:"]
-    lines += _install(["python3-venv", "ca-certificates"], pip_spec)
+    lines += install_commands(install, ["python3-venv", "ca-certificates"])
     lines += [
         "  - [systemctl, daemon-reload]",
         "  - [systemctl, enable, --now, hapair-webapp.service]",

@@ -18,7 +18,7 @@ from typing import Any
 
 from hapair.errors import UsageError
 from hapair.plan import Plan, Role
-from hapair.platforms.lab import network, procs, services
+from hapair.platforms.lab import network, procs, services, webpool
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.state import save_state
 from hapair.platforms.lab.system import run
@@ -60,6 +60,13 @@ def kill(
         network.set_link(plan, node, up=False)
         what = "its switch port is down" if role is Role.IGW and mode == "machine" else "link down"
         return f"{node}: {what} (`hapair revive {node}` brings it back)"
+    if mode == "machine" and role is Role.WEB:  # its web app is served by the lab's pool
+        delay = float(state.get("restart_delay", 1.0))
+        try:
+            webpool.set_down(plan, LabPaths(plan.name), state, node, True, delay)
+        finally:
+            save_state(plan.name, state)
+        return f"{node}: killed (machine: its web app stopped): down until `hapair revive {node}`"
     if mode == "machine":
         pids = procs.ns_pids(ns)
         services.sigkill_all(pids)
@@ -106,6 +113,14 @@ def revive(plan: Plan, state: dict[str, Any], node: str, reboot: bool = False) -
     paths = LabPaths(plan.name)
     table: dict[str, Any] = state.setdefault("procs", {})
     delay = float(state.get("restart_delay", 1.0))
+    if role is Role.WEB:
+        try:
+            started = webpool.set_down(plan, paths, state, node, False, delay)
+        finally:
+            save_state(plan.name, state)
+        return f"{node}: " + ", ".join(
+            [*done, "started webapp" if started else "webapp already running"]
+        )
     engine = str(state.get("engine", "hapair"))
     names = services.services_of(plan, node, engine)
     changed = {}

@@ -6,10 +6,12 @@ Nothing here touches the host's own namespace: every link is created inside a la
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-from hapair.plan import Plan, Role
+from hapair.plan import Node, Plan, Role
 from hapair.platforms.lab.system import in_ns, run
 
 NS_DIR = Path("/etc/netns")
@@ -40,10 +42,11 @@ def _sysctl(ns: str, settings: dict[str, str]) -> None:
     run(in_ns(ns, ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings.items())]))
 
 
-def create_namespaces(plan: Plan) -> None:
-    """Create every namespace of the plan that does not exist yet, with ``lo`` up."""
+def create_namespaces(plan: Plan, only: Sequence[str] | None = None) -> None:
+    """Create every namespace of the plan (or those in ``only``) that does not exist yet, with
+    ``lo`` up."""
     have = existing_namespaces()
-    for ns in plan.namespaces:
+    for ns in plan.namespaces if only is None else only:
         if ns not in have:
             run(["ip", "netns", "add", ns])
         _batch(ns, ["link set lo up"])
@@ -52,28 +55,60 @@ def create_namespaces(plan: Plan) -> None:
         )
 
 
+def mac_of(address: str) -> str:
+    """The MAC address of a VPC node's interface, derived from its address (locally
+    administered, unique on the segment), so that static neighbour entries need no lookup."""
+    return "02:48:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
+
+
+def neighbours(plan: Plan, node: Node) -> list[str]:
+    """The addresses ``node`` knows statically (ARP never asked): an LB its peer, the gateway
+    and every web node; a web node both LBs.
+
+    The kernel's ARP cache is shared by every namespace of the host, and it overflows at
+    ``gc_thresh3`` (1,024) dynamic entries: 250 web nodes and two LBs learning each other need
+    about that many, and on overflow new neighbours are dropped (heartbeats and health checks
+    lost). Permanent entries do not count. Floating IPs stay dynamic (gratuitous ARP moves them).
+    """
+    if node.role is Role.LB:
+        peer = plan.peer_of(node.name)
+        out = [peer.address, *([peer.secondary] if peer.secondary else [])]
+        return [*out, plan.spec.network.gateway, *(w.address for w in plan.webs)]
+    if node.role is Role.WEB:
+        return [a for lb in plan.lbs for a in (lb.address, lb.secondary) if a]
+    return []
+
+
+def neighbour_lines(addresses: Sequence[str], delete: bool = False) -> list[str]:
+    """``ip -batch`` lines that add (or ``delete``) permanent entries for ``addresses``."""
+    if delete:
+        return [f"neigh del {a} dev {IFNAME}" for a in addresses]
+    return [f"neigh replace {a} lladdr {mac_of(a)} dev {IFNAME} nud permanent" for a in addresses]
+
+
+def set_neighbours(ns: str, addresses: Sequence[str], delete: bool = False) -> None:
+    """Add (or ``delete``) permanent neighbour entries in ``ns`` (see :func:`neighbours`)."""
+    if addresses:
+        run(
+            ["ip", "-n", ns, "-force", "-batch", "-"],
+            input="\n".join(neighbour_lines(addresses, delete)) + "\n",
+            check=not delete,
+        )
+
+
 def build_links(plan: Plan) -> None:
     """Wire the VPC bridge to every VPC node and the igw to the Internet side, with addresses."""
-    spec = plan.spec
-    net = spec.network
-    vpc_ns = plan.vpc_namespace
+    net = plan.spec.network
     plen = plan.prefixlen
     inet_plen = int(net.internet_cidr.split("/")[1])
-    vpc_cmds = [
-        "link add br0 type bridge",
-        "link set br0 type bridge stp_state 0 forward_delay 0",
-        "link set br0 up",
-    ]
-    for node in plan.nodes:
-        if node.role is Role.INET:
-            continue
-        peer_if = IGW_VPC_IF if node.role is Role.IGW else IFNAME
-        vpc_cmds += [
-            f"link add {node.name} type veth peer name {peer_if} netns {node.namespace}",
-            f"link set {node.name} master br0 up",
-        ]
-    _batch(vpc_ns, vpc_cmds)
-
+    _batch(
+        plan.vpc_namespace,
+        [
+            "link add br0 type bridge",
+            "link set br0 type bridge stp_state 0 forward_delay 0",
+            "link set br0 up",
+        ],
+    )
     igw = plan.node("igw")
     inet = plan.node("inet")
     _batch(
@@ -86,6 +121,7 @@ def build_links(plan: Plan) -> None:
             f"route add default via {net.igw_outside}",
         ],
     )
+    _plug(plan, [igw])
     igw_cmds = [
         f"link set {IGW_VPC_IF} up",
         f"link set {IGW_INET_IF} up",
@@ -105,14 +141,34 @@ def build_links(plan: Plan) -> None:
             f"net.ipv4.neigh.{IGW_VPC_IF}.locktime": "0",
         },
     )
+    wire_nodes(plan, [n for n in plan.nodes if n.role in (Role.LB, Role.WEB)])
 
-    for node in plan.nodes:
-        if node.role not in (Role.LB, Role.WEB):
-            continue
+
+def _plug(plan: Plan, nodes: Sequence[Node]) -> None:
+    """One veth per node between the VPC bridge and the node (its end with :func:`mac_of`)."""
+    cmds = []
+    for node in nodes:
+        peer_if = IGW_VPC_IF if node.role is Role.IGW else IFNAME
+        cmds += [
+            f"link add {node.name} type veth peer name {peer_if} address {mac_of(node.address)}"
+            f" netns {node.namespace}",
+            f"link set {node.name} master br0 up",
+        ]
+    _batch(plan.vpc_namespace, cmds)
+
+
+def wire_nodes(plan: Plan, nodes: Sequence[Node]) -> None:
+    """Plug LB and web nodes (their namespaces exist) into the VPC bridge: link, addresses,
+    default route, static neighbours and, on an LB, its ARP sysctls."""
+    net = plan.spec.network
+    plen = plan.prefixlen
+    _plug(plan, nodes)
+    for node in nodes:
         cmds = [f"link set {IFNAME} up", f"addr add {node.address}/{plen} dev {IFNAME}"]
         if node.secondary:
             cmds.append(f"addr add {node.secondary}/{plen} dev {IFNAME}")
         cmds.append(f"route add default via {net.gateway} src {node.address}")
+        cmds += neighbour_lines(neighbours(plan, node))
         _batch(node.namespace, cmds)
         if node.role is Role.LB:
             _sysctl(

@@ -15,19 +15,14 @@ import time
 from typing import Any, Literal
 
 from hapair.errors import OperationError, UsageError
-from hapair.fileio import write_atomic
 from hapair.plan import Plan, Role, make_plan
 from hapair.platforms.base import Platform, Progress, no_progress
-from hapair.platforms.lab import chaos, network, procs, services
+from hapair.platforms.lab import chaos, configs, network, procs, services, webpool
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.procs import Proc
 from hapair.platforms.lab.state import ensure_secret, load_state, save_state
 from hapair.platforms.lab.supervise import RESTART_DELAY_S
 from hapair.platforms.lab.system import in_ns, require_root, require_tools, run
-from hapair.render.agent import render_agent
-from hapair.render.dns import render_hosts
-from hapair.render.haproxy import check_haproxy, render_haproxy
-from hapair.render.nftables import render_nftables
 from hapair.spec import Spec, parse
 
 #: Who moves the floating IPs: our agent, nobody (each LB holds its home VIP), or an outside
@@ -55,7 +50,8 @@ class LabPlatform(Platform):
         if state and state.get("complete") and network.lab_namespaces(name):
             if state.get("spec") != spec_json or state.get("engine") != self.engine:
                 raise UsageError(
-                    f"a lab named {name} is already running with another spec; run "
+                    f"a lab named {name} is already running with another spec; "
+                    f"`hapair apply --name {name} --spec FILE` changes it live, or run "
                     f"`hapair down --name {name}` first, or choose another --name"
                 )
             progress("lab already up: checking its processes")
@@ -93,67 +89,10 @@ class LabPlatform(Platform):
         save_state(name, state)
 
     def _render(self, plan: Plan, paths: LabPaths) -> None:
-        spec = plan.spec
         ensure_secret(paths.key)
         ensure_secret(paths.admin_token)
-        password = spec.haproxy.stats_password or ensure_secret(paths.stats_password, 12)
-        cert = None
-        if spec.haproxy.https:
-            cert = spec.haproxy.cert or str(self._self_signed(plan, paths))
-        for lb in plan.lbs:
-            cfg = render_haproxy(
-                plan,
-                lb.name,
-                stats_socket=str(paths.haproxy_sock(lb.name)),
-                stats_password=password,
-                cert_path=cert,
-            )
-            check_haproxy(cfg)
-            write_atomic(paths.haproxy_cfg(lb.name), cfg, mode=0o600)
-            write_atomic(
-                paths.agent_toml(lb.name),
-                render_agent(
-                    plan,
-                    lb.name,
-                    key_file=str(paths.key),
-                    admin_token_file=str(paths.admin_token),
-                    stats_socket=str(paths.haproxy_sock(lb.name)),
-                    api_socket=str(paths.agent_sock(lb.name)),
-                ),
-                mode=0o600,
-            )
-        for node in plan.nodes:
-            rules = render_nftables(plan, node.name)
-            if rules is not None:
-                write_atomic(paths.nft(node.name), rules)
-        write_atomic(paths.hosts, render_hosts(plan))
-
-    def _self_signed(self, plan: Plan, paths: LabPaths) -> str:
-        if not paths.cert.exists():
-            key = paths.secrets / "lab.key"
-            crt = paths.secrets / "lab.crt"
-            run(
-                [
-                    "openssl",
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "30",
-                    "-subj",
-                    f"/CN={plan.spec.cluster.domain}",
-                    "-keyout",
-                    str(key),
-                    "-out",
-                    str(crt),
-                ]
-            )
-            write_atomic(paths.cert, crt.read_text() + key.read_text(), mode=0o600)
-            key.unlink()
-            crt.unlink()
-        return str(paths.cert)
+        configs.ensure_self_signed(plan, paths)
+        configs.write(paths, configs.render(plan, paths))
 
     def _ensure_processes(
         self, plan: Plan, paths: LabPaths, state: dict[str, Any], progress: Progress
@@ -178,7 +117,12 @@ class LabPlatform(Platform):
 
         progress("start dnsmasq and the web apps")
         ensure(["inet"], "dnsmasq")
-        ensure([w.name for w in plan.webs], "webapp")
+        state["webs_down"] = []  # `up` serves every web node, as it restarts every service
+        try:
+            if webpool.ensure(plan, paths, state, delay):
+                changed.append(f"{webpool.NODE}/{webpool.SERVICE}")
+        finally:
+            save_state(plan.name, state)
         progress("start HAProxy on both LBs and wait for every backend UP")
         ensure([lb.name for lb in plan.lbs], "haproxy")
         for lb in plan.lbs:
@@ -222,6 +166,11 @@ class LabPlatform(Platform):
         """Remove every namespace, link, process and file of lab ``name``; idempotent."""
         require_root()
         found = False
+        from hapair.platforms.lab import forward  # the dashboard issue: `hapair open`
+
+        if forward.running(name) is not None:
+            progress("stop the forwarder")
+            found = forward.stop(name)
         namespaces = network.lab_namespaces(name)
         # LBs first, so that agents do not react to the rest going away.
         namespaces.sort(key=lambda ns: (0 if "-lb" in ns else 1, ns))

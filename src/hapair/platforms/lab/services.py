@@ -23,13 +23,16 @@ from hapair.render.dns import dnsmasq_argv
 PYTHON = sys.executable
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of the lab's services: ours, without AWS credentials or test switches,
+    and unbuffered Python output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "HAPAIR_TEST"))}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-#: The long-running services of each kind of node, in start order.
+#: The long-running services of each kind of node, in start order. A web node's ``webapp`` is
+#: served by the lab's one web app pool (:mod:`hapair.platforms.lab.webpool`).
 SERVICES: dict[Role, tuple[str, ...]] = {
     Role.INET: ("dnsmasq",),
     Role.WEB: ("webapp",),
@@ -45,12 +48,8 @@ def services_of(plan: Plan, node: str, engine: str) -> list[str]:
 
 def command(plan: Plan, paths: LabPaths, node: str, service: str) -> list[str]:
     """argv of ``service`` on ``node`` (run inside its namespace, in the foreground)."""
-    n = plan.node(node)
     if service == "dnsmasq":
         return dnsmasq_argv(plan, str(paths.hosts), str(paths.log("inet", "dnsmasq")))
-    if service == "webapp":
-        where = ["--address", n.address, "--port", str(plan.spec.web.port)]
-        return [PYTHON, "-m", "hapair.webapp", "--node", n.name, *where]
     if service == "haproxy":
         # Master-worker mode, in the foreground; it replaces a stale stats socket itself.
         return ["haproxy", "-W", "-db", "-f", str(paths.haproxy_cfg(node))]
@@ -73,7 +72,7 @@ def start(plan: Plan, paths: LabPaths, node: str, service: str, delay_s: float) 
         out=out,
         log=paths.log(node, "supervisor"),
         pidfile=paths.pidfile(node, service),
-        env=_env(),
+        env=child_env(),
         delay_s=delay_s,
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 from hapair.errors import OperationError
 from hapair.haproxy_stats import show_stat
 from hapair.plan import Plan, Role
-from hapair.platforms.lab import network, services
+from hapair.platforms.lab import network, services, webpool
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.platform import LabPlatform
 
@@ -116,9 +116,15 @@ def lab_status(plan: Plan, state: dict[str, Any]) -> dict[str, Any]:
     ports = network.ports_up(plan)
     nodes = []
     running: dict[tuple[str, str], bool] = {}
+    webs = webpool.web_views(paths, state)
     for n in plan.nodes:
         processes = {}
+        if n.role is Role.WEB:  # served by the lab's web app pool, not a process of its own
+            web = webs.get(n.name) or webpool.down_view(paths, state, n.name)
+            processes["webapp"] = web.to_json()
         for what in services.services_of(plan, n.name, engine):
+            if n.role is Role.WEB:
+                continue
             svc = services.recorded(table, n.name, what)
             now = svc.running(paths)
             running[n.name, what] = now is not None

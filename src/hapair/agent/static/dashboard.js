@@ -1,0 +1,278 @@
+// hapair dashboard: renders the agent's document from its event stream (/events).
+// Text only ever goes in through textContent; the admin token lives in sessionStorage and
+// leaves the page only in the Authorization header of a POST.
+"use strict";
+
+const TOKEN_KEY = "hapair.admin-token";
+const STALE_MS = 3000; // no document for this long: the stream is dead, open a new one
+const RETRY_MS = 1000;
+
+let doc = null;
+let source = null;
+let lastMessage = 0;
+let retryTimer = null;
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function badge(text, kind) { return el("span", { class: "badge " + kind }, text); }
+function yesNo(v, good) {
+  if (v === null || v === undefined) return badge("unknown", "warn");
+  return badge(v ? "yes" : "no", v === good ? "ok" : "bad");
+}
+function ms(v) { return v === null || v === undefined ? "–" : Math.round(v) + " ms"; }
+function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"; }
+function cpu(p) { return p && p.cpu_percent !== null && p.cpu_percent !== undefined ? p.cpu_percent.toFixed(1) + " %" : "–"; }
+function mib(p) { return p && p.rss_bytes ? (p.rss_bytes / 1048576).toFixed(1) + " MiB" : "–"; }
+function num(v) { return v === null || v === undefined ? "–" : String(v); }
+function list(v) { return v && v.length ? v.join(", ") : "none"; }
+
+// ------------------------------------------------------------------ the token
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
+
+function showToken() {
+  const have = token() !== "";
+  $("token-state").textContent = have
+    ? "Token set for this tab: the buttons act."
+    : "No token: read-only, the buttons are disabled.";
+  for (const b of document.querySelectorAll("button[data-action]")) b.disabled = !have;
+}
+
+function setupToken() {
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const value = $("token").value.trim();
+    $("token").value = "";
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    showToken();
+  });
+  $("forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showToken();
+  });
+  showToken();
+}
+
+async function act(node, action) {
+  const t = token();
+  const out = $("action-result");
+  if (!t || !doc) { out.textContent = "Read-only: enter the admin token first."; return; }
+  const path = node === doc.self ? "/" + action : "/peer/" + action;
+  out.textContent = action + " " + node + " …";
+  try {
+    const r = await fetch(path, {
+      method: "POST", cache: "no-store", credentials: "omit",
+      headers: { "Authorization": "Bearer " + t },
+    });
+    let body = {};
+    try { body = await r.json(); } catch (e) { body = {}; }
+    if (r.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showToken();
+      out.textContent = "Refused: the admin token is wrong (forgotten; enter it again).";
+    } else if (r.ok) {
+      out.textContent = body.message || (action + " " + node + ": done");
+    } else {
+      out.textContent = action + " " + node + " failed: " + (body.error || r.status);
+    }
+  } catch (e) {
+    out.textContent = action + " " + node + " failed: " + e;
+  }
+}
+
+// ------------------------------------------------------------------ rendering
+function lbCard(name) {
+  let card = $("lb-" + name);
+  if (card) return card;
+  card = el("article", { id: "lb-" + name, class: "card", "aria-labelledby": "lb-" + name + "-title" });
+  card.append(el("h3", { id: "lb-" + name + "-title" }, name, " ", el("span", { class: "role" })));
+  const dl = el("dl");
+  for (const [key, label] of [
+    ["state", "State"], ["healthy", "Healthy"], ["summary", "Health"], ["standby", "Standby"],
+    ["heartbeat", "Last heartbeat"], ["loss", "Heartbeat loss"], ["held", "Holds"],
+    ["cpu", "Agent CPU"], ["rss", "Agent memory"],
+  ]) {
+    dl.append(el("dt", {}, label), el("dd", { class: key }));
+  }
+  card.append(dl);
+  const actions = el("div", { class: "actions" });
+  for (const action of ["standby", "online"]) {
+    const b = el("button", { type: "button", "data-node": name, "data-action": action },
+      (action === "standby" ? "Standby " : "Online ") + name);
+    b.addEventListener("click", () => act(name, action));
+    actions.append(b);
+  }
+  card.append(actions);
+  $("lbs").append(card);
+  showToken();
+  return card;
+}
+
+function setField(card, key, value) {
+  const dd = card.querySelector("dd." + key);
+  dd.replaceChildren(value instanceof Node ? value : document.createTextNode(String(value)));
+}
+
+function stateBadge(lb) {
+  if (lb.self) return badge("this node", "ok");
+  const kind = { up: "ok", warn: "warn", dead: "bad", init: "warn" }[lb.state] || "warn";
+  return badge(lb.state, kind);
+}
+
+function renderLbs(d) {
+  const lbs = [...d.lbs].sort((a, b) => a.name.localeCompare(b.name));
+  for (const lb of lbs) {
+    const card = lbCard(lb.name);
+    card.querySelector(".role").textContent = lb.self ? "(this page's agent)" : "(its peer)";
+    setField(card, "state", stateBadge(lb));
+    setField(card, "healthy", lb.alive ? yesNo(lb.healthy, true) : badge("unknown (no heartbeat)", "bad"));
+    setField(card, "summary", lb.summary || (lb.alive ? (lb.serving ? "serving" : "as its heartbeat says") : "–"));
+    setField(card, "standby", lb.alive ? yesNo(lb.standby, false) : "–");
+    setField(card, "heartbeat", lb.self ? "–" : ms(lb.heartbeat_age_ms) + " ago");
+    setField(card, "loss", lb.self ? "–" : pct(lb.loss));
+    setField(card, "held", lb.alive ? list(lb.held) : "unknown");
+    setField(card, "cpu", cpu(lb.process));
+    setField(card, "rss", mib(lb.process));
+  }
+}
+
+function fillBody(table, rows) {
+  const tbody = $(table).querySelector("tbody");
+  tbody.replaceChildren(...rows);
+}
+
+function renderVips(d) {
+  fillBody("vips", d.vips.map((v) => {
+    const holders = v.holders.length ? v.holders.join(" and ") : "nobody";
+    const kind = v.holders.length === 1 ? (v.owner === v.home ? "ok" : "warn") : "bad";
+    const t = v.traffic;
+    return el("tr", { id: "vip-" + v.name, "data-vip": v.name },
+      el("th", { scope: "row" }, v.name),
+      el("td", {}, v.address),
+      el("td", {}, v.home),
+      el("td", { class: "owner" }, badge(holders, kind)),
+      el("td", {}, t ? num(t.req_rate) : "–"),
+      el("td", {}, t ? num(t.err_rate) : "–"),
+      el("td", { class: "reason" }, v.reason || "–"));
+  }));
+  const boxes = d.vips.map((v) => {
+    const items = [...v.timeline].reverse().map((m) =>
+      el("li", {}, el("time", {}, m.time),
+        m.node + (m.label === "holds" ? " holds " : m.take ? " took " : " let go of ") + m.vip +
+          " (" + m.label + "): " + m.reason));
+    return el("div", { class: "timeline", id: "timeline-" + v.name },
+      el("h3", {}, "Moves of " + v.name),
+      items.length ? el("ol", { reversed: "" }, ...items) : el("p", { class: "note" }, "none seen"));
+  });
+  $("timelines").replaceChildren(...boxes);
+  $("summary").textContent = d.vips.map((v) =>
+    v.name + " on " + (v.holders.length ? v.holders.join(" and ") : "nobody")).join(", ");
+}
+
+function renderBackends(d) {
+  const rows = [];
+  for (const lb of [...d.lbs].sort((a, b) => a.name.localeCompare(b.name))) {
+    const h = lb.haproxy;
+    if (!h) {
+      rows.push(el("tr", {}, el("th", { scope: "row" }, lb.name),
+        el("td", { colspan: "9" }, lb.alive ? "not reported yet" : "unknown (no heartbeat)")));
+      continue;
+    }
+    if (!h.answers) {
+      rows.push(el("tr", {}, el("th", { scope: "row" }, lb.name),
+        el("td", { colspan: "9" }, badge("HAProxy does not answer", "bad"))));
+      continue;
+    }
+    for (const s of h.servers) {
+      const up = s.status.startsWith("UP");
+      const kind = up ? "ok" : (s.status.startsWith("DOWN") ? "bad" : "warn");
+      const r = s.responses || {};
+      rows.push(el("tr", { "data-lb": lb.name, "data-server": s.server },
+        el("th", { scope: "row" }, lb.name), el("td", {}, s.server),
+        el("td", {}, badge(s.status, kind)), el("td", {}, s.check || "–"),
+        el("td", {}, num(s.sessions)), el("td", {}, num(s.rate)),
+        el("td", {}, num(r["2xx"])), el("td", {}, num(r["3xx"])),
+        el("td", {}, num(r["4xx"])), el("td", {}, num(r["5xx"]))));
+    }
+  }
+  fillBody("backends", rows);
+}
+
+function renderFailovers(d) {
+  const rows = [...d.failovers].reverse().map((f) => el("tr", {},
+    el("td", {}, f.time), el("th", { scope: "row" }, f.vip), el("td", {}, f.node),
+    el("td", {}, f.label), el("td", {}, f.gap_ms === null ? "none (make-before-break or unknown)" : ms(f.gap_ms)),
+    el("td", {}, f.reason)));
+  fillBody("failovers", rows.length ? rows : [el("tr", {}, el("td", { colspan: "6" }, "none since this agent started"))]);
+}
+
+function renderEvents(d) {
+  $("events-node").textContent = d.self;
+  const items = [...d.events].reverse().map((e) => el("li", {}, el("time", {}, e.time), e.message));
+  $("events").replaceChildren(...items);
+}
+
+function render(d) {
+  doc = d;
+  $("cluster").textContent = "cluster " + d.cluster;
+  $("seen-by").textContent = d.self;
+  const updated = $("updated");
+  updated.textContent = d.time;
+  updated.setAttribute("datetime", new Date(d.t * 1000).toISOString());
+  renderLbs(d);
+  renderVips(d);
+  renderBackends(d);
+  renderFailovers(d);
+  renderEvents(d);
+}
+
+// ------------------------------------------------------------------ the stream
+function setLink(text, kind) {
+  const b = $("link");
+  b.textContent = text;
+  b.className = "badge " + kind;
+}
+
+function connect() {
+  clearTimeout(retryTimer);
+  if (source) source.close();
+  source = new EventSource("/events");
+  lastMessage = Date.now();
+  source.onmessage = (ev) => {
+    lastMessage = Date.now();
+    let d;
+    try { d = JSON.parse(ev.data); } catch (e) { return; }
+    if (d.error) { setLink("agent error: " + d.error, "bad"); return; }
+    setLink("live", "ok");
+    render(d);
+  };
+  source.onerror = () => {
+    setLink("reconnecting…", "warn");
+    if (source.readyState === EventSource.CLOSED) retryTimer = setTimeout(connect, RETRY_MS);
+  };
+}
+
+function watchdog() {
+  if (Date.now() - lastMessage > STALE_MS) {
+    setLink("no update for " + Math.round((Date.now() - lastMessage) / 1000) + " s: reconnecting…", "bad");
+    connect();
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupToken();
+  connect();
+  setInterval(watchdog, 1000);
+});

@@ -1,0 +1,153 @@
+"""Day-2 commands on a running lab: ``scale``, ``apply``, ``restart`` and ``cert rotate``.
+
+Each shows its plan first, then says what it does as it goes. The error funnel of
+:mod:`hapair.cli.main` gives the exit status: 2 for a spec or usage error (nothing changed),
+1 for an operation that failed (the message says where it stopped).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hapair.errors import UsageError
+
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name", "-n", help="Cluster name (default: the spec's cluster.name, else demo)."
+    ),
+]
+DrainOpt = Annotated[
+    float,
+    typer.Option(min=0, max=3600, help="Seconds a removed server may take to finish its sessions."),
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan and change nothing.")]
+
+cert_app = typer.Typer(help="TLS certificate of the HTTPS frontend (haproxy.https).")
+
+
+def _say(line: str) -> None:
+    typer.echo(f"  • {line}")
+
+
+def _name(name: str | None, spec: Path | None = None) -> str:
+    from hapair.cli.main import cluster_name
+
+    return cluster_name(name, spec)
+
+
+def scale(
+    web: Annotated[int, typer.Option("--web", help="Web nodes wanted (1..250).")],
+    name: NameOpt = None,
+    drain_timeout: DrainOpt = 30.0,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Add or remove web nodes while both HAProxies serve: new servers join through the runtime
+    API (no reload), removed ones are drained first."""
+    from hapair.day2.changes import ScalePlan
+    from hapair.platforms.lab.day2.scale import resized
+    from hapair.platforms.lab.day2.scale import scale as run_scale
+    from hapair.platforms.lab.day2.target import open_lab
+
+    with open_lab(_name(name)) as t:
+        resized(t.plan.spec, web)  # a size out of range is a spec error: exit 2
+        sp = ScalePlan(t.plan.spec.web.size, web)
+        typer.echo(f"hapair scale {t.name}: web {sp.old} -> {sp.new}")
+        for line in sp.lines(drain_timeout) or [f"web {sp.old}: nothing to change"]:
+            typer.echo(f"  plan: {line}")
+        if dry_run:
+            return
+        t0 = time.monotonic()
+        run_scale(t, web, _say, drain_timeout)
+        typer.echo(f"done in {time.monotonic() - t0:.1f} s: {web} web nodes")
+
+
+def apply(
+    spec: Annotated[
+        Path | None, typer.Option("--spec", "-s", help="Spec file (default: ./hapair.toml).")
+    ] = None,
+    name: NameOpt = None,
+    dry_run: DryRunOpt = False,
+    drain_timeout: DrainOpt = 30.0,
+) -> None:
+    """Change a running lab to match a spec: show the plan, then change only what differs
+    (web size, HAProxy settings by seamless reload, security groups, agent timings)."""
+    from hapair.cli.main import load_spec
+    from hapair.platforms.lab.day2.apply import apply_spec, plan_for
+    from hapair.platforms.lab.day2.target import open_lab
+
+    new = load_spec(spec, name)  # an invalid spec: exit 2, nothing touched
+    if new.cluster.platform != "lab":
+        raise UsageError("apply: only the lab platform (see the README's Day 2 section)")
+    with open_lab(new.cluster.name) as t:
+        p = plan_for(t, new)
+        typer.echo(f"hapair apply {t.name}")
+        for line in p.lines(drain_timeout):
+            typer.echo(f"  {line}")
+        if dry_run or p.empty:
+            return
+        t0 = time.monotonic()
+        apply_spec(t, new, p, _say, drain_timeout)
+        typer.echo(f"applied in {time.monotonic() - t0:.1f} s")
+
+
+def restart(
+    node: Annotated[str | None, typer.Argument(help="lb1 or lb2.")] = None,
+    rolling: Annotated[bool, typer.Option("--rolling", help="Both LBs, one at a time.")] = False,
+    name: NameOpt = None,
+) -> None:
+    """Restart HAProxy and the agent of an LB (or both, one at a time) with its VIPs moved to
+    the other LB first: standby, restart, healthy, online, VIPs back."""
+    from hapair.platforms.lab.day2.restart import restart_lb
+    from hapair.platforms.lab.day2.target import open_lab
+
+    if (node is None) == (not rolling):
+        raise UsageError("restart: give lb1 or lb2, or --rolling (both, one at a time)")
+    with open_lab(_name(name)) as t:
+        lbs = [lb.name for lb in t.plan.lbs] if rolling else [node or ""]
+        if lbs[0] not in {lb.name for lb in t.plan.lbs}:
+            raise UsageError(f"restart: {lbs[0]} is not a load balancer (use lb1 or lb2)")
+        typer.echo(f"hapair restart {t.name}: {' then '.join(lbs)}")
+        t0 = time.monotonic()
+        for lb in lbs:
+            restart_lb(t, lb, _say)
+        typer.echo(f"done in {time.monotonic() - t0:.1f} s")
+
+
+@cert_app.command("rotate")
+def cert_rotate(
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert",
+            help="PEM with the certificate chain and its key (default: a new self-signed one).",
+        ),
+    ] = None,
+    name: NameOpt = None,
+) -> None:
+    """Put a new certificate live on both LBs through the runtime API, without a reload."""
+    from hapair.platforms.lab.day2.cert import rotate
+    from hapair.platforms.lab.day2.target import open_lab
+
+    pem = None
+    if cert is not None:
+        try:
+            pem = cert.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--cert: cannot read {cert}: {exc}") from None
+    with open_lab(_name(name)) as t:
+        typer.echo(f"hapair cert rotate {t.name}")
+        t0 = time.monotonic()
+        rotate(t, pem, _say)
+        typer.echo(f"done in {time.monotonic() - t0:.1f} s")
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the main app."""
+    for fn in (scale, apply, restart):
+        app.command()(fn)
+    app.add_typer(cert_app, name="cert")
