@@ -146,6 +146,9 @@ class Pinger:
     def __init__(self, targets: list[str]) -> None:
         self.targets = targets
         self.last_reply: dict[str, float] = {}
+        #: per ping node, when the request of its latest reply was sent (monotonic)
+        self.last_reply_sent: dict[str, float] = {}
+        self._sent: dict[int, float] = {}
         self._ident = os.getpid() & 0xFFFF
         self._seq = 0
         self._sock: socket.socket | None = None
@@ -170,6 +173,9 @@ class Pinger:
         if self._sock is None:
             return
         self._seq = (self._seq + 1) & 0xFFFF
+        self._sent[self._seq] = time.monotonic()
+        if len(self._sent) > 64:
+            self._sent.pop(next(iter(self._sent)))
         header = struct.pack("!BBHHH", 8, 0, 0, self._ident, self._seq)
         payload = b"hapair"
         packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), self._ident, self._seq)
@@ -189,16 +195,25 @@ class Pinger:
             ihl = (data[0] & 0x0F) * 4
             if len(data) < ihl + 8:
                 continue
-            typ, _code, _ck, ident, _seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+            typ, _code, _ck, ident, seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
             if typ == 0 and ident == self._ident and addr[0] in self.targets:
                 self.last_reply[addr[0]] = time.monotonic()
+                sent = self._sent.get(seq)
+                if sent is not None:
+                    self.last_reply_sent[addr[0]] = max(self.last_reply_sent.get(addr[0], 0), sent)
 
     def reachable(self, window: float, since: float | None = None) -> bool:
         """Whether any ping node answered within the last ``window`` seconds and, with
-        ``since`` (monotonic), after that moment too (True when no ping node is set)."""
+        ``since`` (monotonic), to a request sent after that moment (True when no ping node
+        is set)."""
         if not self.targets:
             return True
         oldest = time.monotonic() - window
-        if since is not None:
-            oldest = max(oldest, since)
-        return any(t >= oldest for t in self.last_reply.values())
+        if since is None:
+            return any(t >= oldest for t in self.last_reply.values())
+        # Only the reply to a request SENT after ``since`` proves the path works now: a reply
+        # to an older request may have crossed the link just before it was cut.
+        return any(
+            self.last_reply.get(t, 0) >= oldest and sent >= since
+            for t, sent in self.last_reply_sent.items()
+        )
