@@ -158,14 +158,7 @@ class Controller:
         self.peer = peer
         self.vips = tuple(vips)
         self.t = timings
-        self.membership = Membership(
-            peer,
-            interval_ms=timings.interval_ms,
-            warntime_ms=timings.warntime_ms,
-            deadtime_ms=timings.deadtime_ms,
-            initdead_ms=timings.initdead_ms,
-            start_ms=start_ms,
-        )
+        self.membership = Membership.from_spec(peer, timings, start_ms)
         self.wanted: dict[str, bool] = {}
         self.reasons: dict[str, str] = {}
         self.last_move: dict[str, float] = {}
@@ -185,9 +178,7 @@ class Controller:
     def retime(self, timings: Timings) -> None:
         """Take new timings (a reload) from the next step on."""
         self.t = timings
-        m = self.membership
-        m.interval_ms, m.warntime_ms = timings.interval_ms, timings.warntime_ms
-        m.deadtime_ms, m.initdead_ms = timings.deadtime_ms, timings.initdead_ms
+        self.membership.retime(timings)
 
     # ------------------------------------------------------------------ observations
     def observe_heartbeat(self, hb: Heartbeat, now: float) -> bool:

@@ -31,11 +31,10 @@ import itertools
 import logging
 import math
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from hapair.agent.protocol import Heartbeat
-    from hapair.spec import HaSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +48,19 @@ SHORT_WINDOW_MS: Final = 1_000.0
 """... and over this long, so that a link that just turned lossy is noticed at once."""
 MIN_INTERVALS: Final = 10
 """Fewer intervals observed than this: too little to estimate loss; use ``deadtime``."""
+
+
+class LivenessTimings(Protocol):
+    """The liveness timings (``HaSpec`` and ``AgentConfig`` both have them)."""
+
+    @property
+    def interval_ms(self) -> int: ...
+    @property
+    def warntime_ms(self) -> int: ...
+    @property
+    def deadtime_ms(self) -> int: ...
+    @property
+    def initdead_ms(self) -> int: ...
 
 
 class PeerState(StrEnum):
@@ -120,8 +132,8 @@ class Membership:
         self._blind_until: float | None = None
 
     @classmethod
-    def from_spec(cls, peer: str, ha: HaSpec, start_ms: float) -> Membership:
-        """Build from the spec's ``[ha]`` timings.
+    def from_spec(cls, peer: str, ha: LivenessTimings, start_ms: float) -> Membership:
+        """Build from ``[ha]`` timings (the spec's or the agent config's).
 
         :param peer: the peer's node name.
         :param ha: the HA settings.
@@ -135,6 +147,11 @@ class Membership:
             initdead_ms=ha.initdead_ms,
             start_ms=start_ms,
         )
+
+    def retime(self, ha: LivenessTimings) -> None:
+        """Take new timings (a reload)."""
+        self.interval_ms, self.warntime_ms = ha.interval_ms, ha.warntime_ms
+        self.deadtime_ms, self.initdead_ms = ha.deadtime_ms, ha.initdead_ms
 
     @property
     def current(self) -> PeerState:

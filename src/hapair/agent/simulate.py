@@ -97,12 +97,12 @@ class World:
         self._boot_ids: dict[str, int] = {}
         self.nodes = {name: self._boot(name, set()) for name in names}
 
-    def _boot(self, name: str, held: set[str]) -> SimNode:
+    def _boot(self, name: str, held: set[str], clock_ms: float = 0.0) -> SimNode:
         # The boot counter of hapair.agent.boot: the first boot from the clock, then +1.
         boot = self._boot_ids.get(name, 1_700_000_000_000_000_000 + int(self.now * 1e6)) + 1
         self._boot_ids[name] = boot
         peer = self.peer_name(name)
-        controller = Controller(name, peer, self.vips, self.ha, start_ms=self.now)
+        controller = Controller(name, peer, self.vips, self.ha, start_ms=self.now + clock_ms)
         controller.found(held)
         return SimNode(
             name=name,
@@ -110,6 +110,7 @@ class World:
             controller=controller,
             decoder=Decoder(KEY, self.cluster, name, {peer}),
             held=held,
+            clock_ms=clock_ms,
         )
 
     def peer_name(self, name: str) -> str:
@@ -126,14 +127,9 @@ class World:
     def restart(self, name: str, *, keep_held: bool = True, healthy: bool = True) -> None:
         """Start a node's agent afresh (a new boot id); ``keep_held=False`` is a reboot."""
         old = self.nodes[name]
-        new = self._boot(name, set(old.held) if keep_held else set())
+        new = self._boot(name, set(old.held) if keep_held else set(), old.clock_ms)
         new.healthy, new.answers = healthy, healthy or old.answers
         new.pingable, new.standby, new.link = old.pingable, False, old.link
-        new.clock_ms = old.clock_ms
-        new.controller = Controller(
-            name, self.peer_name(name), self.vips, self.ha, start_ms=self.now + old.clock_ms
-        )
-        new.controller.found(new.held)
         self.nodes[name] = new
 
     def stall(self, name: str, ms: float) -> None:
