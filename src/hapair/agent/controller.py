@@ -169,6 +169,7 @@ class Controller:
         self.health_ok_started_ms: float | None = None
         self.faults: collections.deque[float] = collections.deque()
         self._stable_since: float | None = None
+        self._unstable_since: float | None = None
         self._peer_unhealthy_since: float | None = None
         self._probe_ok_ms: float | None = None
         self._probe_failures = 0
@@ -297,13 +298,28 @@ class Controller:
         return frozenset(v for v, w in self.wanted.items() if w)
 
     # ------------------------------------------------------------------ the step
-    def step(self, now: float, *, held: frozenset[str], pingable: bool, standby: bool) -> Step:
+    def step(
+        self,
+        now: float,
+        *,
+        held: frozenset[str],
+        pingable: bool,
+        standby: bool,
+        pingable_now: bool | None = None,
+    ) -> Step:
         """Decide, at ``now``, given what this node holds (VIPs being released excluded),
-        whether it reaches a ping node and whether it is in standby."""
+        whether it reaches a ping node and whether it is in standby.
+
+        ``pingable_now``: whether a ping node answered a request sent after the peer's next
+        heartbeat was due. Once the peer is dead (possibly in this very step) it replaces
+        ``pingable``: if the silence is this node's own link going down, a reply that crossed
+        just before the cut must not let it take the peer's VIPs."""
         events: list[str] = []
         for tr in self.membership.poll(now):
             events.append(_transition_sentence(self.peer, tr))
         state = self.membership.state(now)
+        if pingable_now is not None and state is PeerState.DEAD:
+            pingable = pingable_now
         wishes: dict[str, bool] = {}
         moves: list[Move] = []
         if self.found_at_start and state is not PeerState.INIT:
@@ -313,8 +329,12 @@ class Controller:
         stable = self.healthy and pingable and hearing and not standby
         if not stable:
             self._stable_since = None
-        elif self._stable_since is None:
-            self._stable_since = now
+            if self._unstable_since is None:
+                self._unstable_since = now
+        else:
+            self._unstable_since = None
+            if self._stable_since is None:
+                self._stable_since = now
         me = NodeFacts(
             name=self.node,
             healthy=self.healthy,
@@ -339,6 +359,8 @@ class Controller:
             wanted=self.wanted_set() if self.wanted else None,
             last_move_ms=MappingProxyType(dict(self.last_move)),
             fresh_health=self._fresh_health(),
+            unstable_ms=None if self._unstable_since is None else now - self._unstable_since,
+            catchup_ms=self.t.deadtime_ms,
         )
         decision = decide(view)
         announce: list[str] = []

@@ -243,14 +243,18 @@ class Agent:
             self.metrics.hb_sent.inc()
 
     def pingable(self) -> bool:
-        """Whether this node reaches a ping node, for its own decisions. Once the peer is dead
-        by heartbeats, only a reply after its next heartbeat was due counts: if the silence is
-        this node's own link going down, it must not take the peer's VIPs on the strength of
-        an older reply. (The heartbeat reports the plain one-second window: a late heartbeat
-        on a lossy link must not make this node look cut off.)"""
-        since = None
-        if self.controller.membership.current is PeerState.DEAD and self._heard_at:
-            since = self._heard_at + self.cfg.interval_ms / 1000
+        """Whether this node reaches a ping node, as its decisions see it (for status)."""
+        if self.controller.membership.current is PeerState.DEAD:
+            return self.pingable_now()
+        return self.pinger.reachable(window=1.0)
+
+    def pingable_now(self) -> bool:
+        """Whether a ping node answered a request sent after the peer's next heartbeat was due
+        (the controller relies on it once the peer is dead: if the silence is this node's own
+        link going down, an older reply proves nothing). The heartbeat and the plain verdict
+        use the one-second window: a late heartbeat on a lossy link must not make this node
+        look cut off."""
+        since = self._heard_at + self.cfg.interval_ms / 1000 if self._heard_at else None
         return self.pinger.reachable(window=1.0, since=since)
 
     def _held(self) -> frozenset[str]:
@@ -264,7 +268,11 @@ class Agent:
 
     def _decide(self) -> None:
         step = self.controller.step(
-            self.now_ms(), held=self._held(), pingable=self.pingable(), standby=self.standby
+            self.now_ms(),
+            held=self._held(),
+            pingable=self.pinger.reachable(window=1.0),
+            pingable_now=self.pingable_now(),
+            standby=self.standby,
         )
         self._carry_out(step)
 

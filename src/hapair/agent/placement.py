@@ -52,6 +52,9 @@ the same rules on the same facts, so they agree on one intended owner per VIP
 11. **Make-before-break, always.** Whatever the path (failback, rate limit, standby, health), a
    node whose HAProxy answers never lets go of a VIP while the peer is alive and does not
    report holding it. Only a node whose HAProxy does not answer releases at once.
+12. **News travels.** A node that became ineligible less than ``catchup_ms`` ago does not yet
+   give a VIP back to a home node that holds it too: the home node's heartbeat may predate the
+   news, and the home node may be letting go of it at this very moment for this node's sake.
 
 While the peer is ``init`` (never heard, ``initdead`` not over), its facts are unknown: this node
 keeps what it holds and takes nothing. Every per-VIP decision carries a lowercase reason sentence;
@@ -132,6 +135,10 @@ class ClusterView:
     :ivar last_move_ms: per VIP, when this node's ``want`` last changed.
     :ivar fresh_health: this node's own health was confirmed by a check that began after it
         learnt that the peer is unhealthy (rule 9); ``True`` when the peer is not unhealthy.
+    :ivar unstable_ms: how long this node has been unstable (``None``: it is stable).
+    :ivar catchup_ms: how long the peer's view of this node may lag (a heartbeat in flight):
+        a node that just became ineligible does not yet hand a VIP to a peer whose heartbeat
+        may predate the news (rule 12).
     """
 
     now_ms: float
@@ -148,6 +155,8 @@ class ClusterView:
     wanted: frozenset[str] | None = None
     last_move_ms: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     fresh_health: bool = True
+    unstable_ms: float | None = None
+    catchup_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -399,6 +408,10 @@ def _not_eligible(
             )
         return False, f"{my_why}; {peer_why}: not taking {vip}"
     if home == peer.name and peer.alive and vip in peer.held:
+        if view.unstable_ms is not None and view.unstable_ms < view.catchup_ms:
+            # Rule 12: the peer's heartbeat may predate this node's fault; it may be letting
+            # go of the VIP right now, counting on this node to keep it.
+            return True, f"{my_why}; {peer_why}: keeping {vip} until {peer.name} has heard"
         return False, f"{my_why}; {peer_why}: home node {peer.name} keeps {vip}"
     return True, f"{my_why}; {peer_why}: keeping {vip}, nobody else can serve it"
 

@@ -45,6 +45,9 @@ class SimNode:
     pingable: bool = True
     standby: bool = False
     link: bool = True
+    #: when the world first saw ``link`` down: for a second after, the last ping reply still
+    #: counts in the plain one-second window, as on a real node
+    unlinked_at: float | None = None
     stalled_until: float = 0.0
     #: how far this node's monotonic clock is ahead of the world's (a clock that jumped)
     clock_ms: float = 0.0
@@ -225,10 +228,16 @@ class World:
                 self.notes.append((self.now, node.name, note))
             if c.should_probe(now):
                 c.observe_probe(self._probe_ok(node), now)
+            if node.link:
+                node.unlinked_at = None
+            elif node.unlinked_at is None:
+                node.unlinked_at = self.now
+            recent = node.unlinked_at is None or self.now - node.unlinked_at < 1000
             st = c.step(
                 now,
                 held=frozenset(v for v in node.held if c.wanted.get(v) is not False),
-                pingable=node.pingable and node.link,
+                pingable=node.pingable and recent,
+                pingable_now=node.pingable and node.link,
                 standby=node.standby,
             )
             out.append(Record(node.name, st.view, st.decision, st))
