@@ -295,3 +295,43 @@ def test_make_before_break_and_someone_answers_under_random_faults(
     w.run(15_000)
     # One holder per VIP (the flap penalty may keep a VIP away from its home for a while).
     assert len(w.holders("vip1")) == 1 and len(w.holders("vip2")) == 1
+
+
+def test_both_in_standby_then_online_one_after_the_other_moves_only_vip1() -> None:
+    """An operator puts lb1, then lb2 in standby, then both online, lb2 a moment before lb1:
+    lb1 must not take vip2 on a heartbeat that still says lb2 is in standby."""
+    for gap, seed in ((0, 1), (0, 2), (20, 3), (49, 4)):
+        w = settled(World(seed=seed))
+        w.jitter_ms = 45  # heartbeats take up to one interval: views lag
+        mark = len(w.records)
+        w.nodes["lb1"].standby = True
+        w.run(1000)
+        w.nodes["lb2"].standby = True
+        w.run(2000)
+        w.nodes["lb2"].standby = False
+        w.run(gap)
+        w.nodes["lb1"].standby = False
+        w.run(8000)
+        assert [(n, v, take) for _, n, v, take, _ in moves(w, mark)] == [
+            ("lb2", "vip1", True),
+            ("lb1", "vip1", False),
+            ("lb1", "vip1", True),
+            ("lb2", "vip1", False),
+        ], gap
+
+
+def test_both_lose_their_backends_and_recover_apart_moves_nothing() -> None:
+    """Every backend lost on both LBs; lb1's checks see them back up to a second before
+    lb2's: no VIP moves (lb2 is recovering from the same fault)."""
+    for lag in (0, 50, 300, 1000):
+        w = settled(World())
+        mark = len(w.records)
+        for n in w.nodes.values():
+            n.healthy = False
+        w.run(3000)
+        w.nodes["lb1"].healthy = True
+        w.run(lag)
+        w.nodes["lb2"].healthy = True
+        w.run(6000)
+        assert moves(w, mark) == [], lag
+        assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})

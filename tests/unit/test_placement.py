@@ -332,7 +332,7 @@ CASES = [
         {"fresh_health": False},
         "vip2",
         False,
-        "peer lb2 unhealthy: waiting for a health check of my own that began after it failed",
+        "peer lb2 unhealthy: waiting for fresh evidence (my own health since, its next heartbeat)",
     ),
     (
         "fresh-health-takes-over-from-unhealthy-peer",

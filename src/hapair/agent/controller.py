@@ -18,7 +18,10 @@ What it keeps:
   does not keep taking its VIP back;
 - whether the peer's HAProxy serves while its heartbeats are late (the side channel);
 - since when the peer has reported being unhealthy, and when this node's own last
-  successful request through HAProxy began (placement's rule 9, fresh evidence);
+  successful request through HAProxy began (placement's rule 9, fresh evidence); since when
+  this node has been healthy again after a fault the peer shared (:data:`SHARED_FAULT_GRACE_MS`)
+  and when its own facts (health, standby) last changed: a peer's heartbeat older than that
+  change is no ground to take from the peer (it may have changed at the same moment);
 - VIPs found configured at start (they may be stale after a crash and are not claimed
   until the peer has been heard).
 """
@@ -43,6 +46,11 @@ PROBE_FALL: Final = 1
 """Failed probes (since the peer's last heartbeat) that prove it does not serve. One is
 enough: a probe's timeout ends by ``deadtime``, and until a probe has answered either way a
 silent peer is presumed serving (no death declared on the lack of an answer)."""
+
+SHARED_FAULT_GRACE_MS: Final = 2000.0
+"""A node whose health came back while its peer was unhealthy too (every backend lost on both,
+say) waits this long before taking the peer's VIPs: the peer is likely recovering from the
+same fault a few checks later, and a move there helps nobody."""
 
 MOVE_REASONS: Final = (
     "failover",
@@ -170,6 +178,12 @@ class Controller:
         self.faults: collections.deque[float] = collections.deque()
         self._stable_since: float | None = None
         self._unstable_since: float | None = None
+        #: when this node's own (healthy, standby) last changed, and when it last became healthy
+        self._own: tuple[bool, bool] | None = None
+        self._own_changed_ms: float | None = None
+        self._healthy_since: float | None = None
+        #: the last time this node itself did not run (ms), as :meth:`loop_ran` found it
+        self.last_gap_ms = 0.0
         self._peer_unhealthy_since: float | None = None
         self._probe_ok_ms: float | None = None
         self._probe_failures = 0
@@ -241,6 +255,7 @@ class Controller:
         if gap < max(self.t.deadtime_ms / 2, 2.0 * self.t.interval_ms):
             return None
         self.membership.blind(now, gap)
+        self.last_gap_ms = gap
         return (
             f"this node did not run for {round(gap)} ms: not judging {self.peer} until it is heard"
         )
@@ -280,11 +295,28 @@ class Controller:
             return 0.0
         return max(0.0, now - self._stable_since - self.penalty_ms(now))
 
-    def _fresh_health(self) -> bool:
+    def _note_own(self, now: float, standby: bool) -> None:
+        own = (self.healthy, standby)
+        if self._own is not None and own != self._own:
+            self._own_changed_ms = now
+        if self.healthy and (self._own is None or not self._own[0]):
+            self._healthy_since = now
+        self._own = own
+
+    def _fresh_health(self, now: float) -> bool:
+        """Rule 9's evidence: whether this node may take from a live peer that is not
+        eligible (see the module docstring)."""
+        silence = self.membership.silence_ms(now)
+        changed = self._own_changed_ms
+        if changed is not None and (silence is None or now - silence <= changed):
+            return False  # the peer's view predates this node's own change
         since = self._peer_unhealthy_since
         if since is None:
             return True
-        return self.health_ok_started_ms is not None and self.health_ok_started_ms >= since
+        if self.health_ok_started_ms is None or self.health_ok_started_ms < since:
+            return False
+        back = self._healthy_since
+        return back is None or back <= since or now - back >= SHARED_FAULT_GRACE_MS
 
     def claimed(self, held: frozenset[str]) -> frozenset[str]:
         """What the peer is told this node holds: held and not being released, minus VIPs
@@ -325,6 +357,7 @@ class Controller:
         if self.found_at_start and state is not PeerState.INIT:
             events.extend(self._settle_found(state, wishes))
             held = frozenset(v for v in held if wishes.get(v) is not False)
+        self._note_own(now, standby)
         hearing = state in (PeerState.UP, PeerState.WARN)
         stable = self.healthy and pingable and hearing and not standby
         if not stable:
@@ -358,7 +391,7 @@ class Controller:
             min_move_interval_ms=self.t.min_move_interval_ms,
             wanted=self.wanted_set() if self.wanted else None,
             last_move_ms=MappingProxyType(dict(self.last_move)),
-            fresh_health=self._fresh_health(),
+            fresh_health=self._fresh_health(now),
             unstable_ms=None if self._unstable_since is None else now - self._unstable_since,
             catchup_ms=self.t.deadtime_ms,
         )

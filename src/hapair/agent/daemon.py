@@ -232,6 +232,10 @@ class Agent:
         gap = self.controller.loop_ran(self.now_ms())
         if gap is not None:
             self.event(gap, logging.WARNING)
+            # The ping replies that came in meanwhile could not be read either: the last
+            # verdict stands until a fresh ping round has had its chance.
+            self.pinger.blind(self.controller.last_gap_ms / 1000)
+            self.pinger.send()
         if self.transport is None:
             return
         for addr in self.cfg.peer_addresses:

@@ -202,6 +202,14 @@ class Pinger:
                 if sent is not None:
                     self.last_reply_sent[addr[0]] = max(self.last_reply_sent.get(addr[0], 0), sent)
 
+    def blind(self, seconds: float) -> None:
+        """This process did not run for ``seconds``: replies it could not read are not the
+        ping nodes' silence, so each last reply counts as that much more recent (never later
+        than now). The request times are kept: they still prove nothing about the present."""
+        now = time.monotonic()
+        for t, at in self.last_reply.items():
+            self.last_reply[t] = min(now, at + seconds)
+
     def reachable(self, window: float, since: float | None = None) -> bool:
         """Whether any ping node answered within the last ``window`` seconds and, with
         ``since`` (monotonic), to a request sent after that moment (True when no ping node

@@ -45,6 +45,10 @@ the same rules on the same facts, so they agree on one intended owner per VIP
    health check of its own that began after it learnt of the peer's failure has succeeded:
    when every backend dies, both nodes fail within one check, and the one that noticed second
    must not grab VIPs it cannot serve either. A move that cannot restore service does not happen.
+   Likewise a node takes nothing from a live peer that is not eligible (unhealthy, standby, cut
+   off) on a heartbeat older than its own last change (back online, healthy again: the peer may
+   have changed at the same moment), and a node healthy again after a fault its peer shared
+   waits a grace period for the peer to recover too (``fresh_health`` carries all three).
 10. **Someone always answers.** A VIP that nobody holds while nobody is eligible is taken by its
    home node if that node's HAProxy answers (an error page, not a connect timeout), else by the
    other node if its HAProxy answers; never by a node cut off from the ping nodes while the
@@ -343,14 +347,20 @@ def _peer_why(view: ClusterView, peer: NodeFacts, me: NodeFacts) -> str | None:
     return None if why is None else f"peer {peer.name} {why}"
 
 
-_FRESH_WAIT = "waiting for a health check of my own that began after it failed"
+_FRESH_WAIT = "waiting for fresh evidence (my own health since, its next heartbeat)"
 
 
-def _needs_fresh(view: ClusterView, vip: str, peer: NodeFacts) -> bool:
-    """Rule 9: the peer holds ``vip`` and is alive but unhealthy, and this node's own health
-    has not been confirmed since it learnt that: whatever broke the peer may have broken it
-    too."""
-    return peer.alive and not peer.healthy and vip in peer.held and not view.fresh_health
+def _needs_fresh(view: ClusterView, vip: str, peer: NodeFacts, me: NodeFacts) -> bool:
+    """Rule 9: the peer holds ``vip`` and is alive but not eligible, and this node's evidence
+    is not fresh (its own health unconfirmed since it learnt of the peer's fault, the peer's
+    last heartbeat older than this node's own last change, or a shared fault not yet over):
+    whatever broke the peer may have broken it too, or the peer may be back already."""
+    return (
+        peer.alive
+        and _why_not(peer, me) is not None
+        and vip in peer.held
+        and not (view.fresh_health)
+    )
 
 
 def _stable(view: ClusterView, h: NodeFacts) -> str:
@@ -363,7 +373,7 @@ def _as_home(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tup
     due = _failback_due(me, view.auto_failback, view.failback_delay_ms)
     peer_why = _peer_why(view, peer, me)
     if peer_why is not None:
-        if _needs_fresh(view, vip, peer):
+        if _needs_fresh(view, vip, peer, me):
             return False, f"home node; {peer_why}: {_FRESH_WAIT}"
         return True, f"home node, healthy; {peer_why}"
     if vip not in peer.held:
@@ -378,7 +388,7 @@ def _as_home(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tup
 def _as_other(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tuple[bool, str]:
     peer_why = _peer_why(view, peer, me)
     if peer_why is not None:
-        if vip not in me.held and _needs_fresh(view, vip, peer):
+        if vip not in me.held and _needs_fresh(view, vip, peer, me):
             return False, f"{peer_why}: {_FRESH_WAIT}"
         return True, peer_why
     due = _failback_due(peer, view.auto_failback, view.failback_delay_ms)
