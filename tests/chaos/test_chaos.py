@@ -29,13 +29,8 @@ HOLD_S = 3.0
 KNOWN_FAILING = {
     "flood": "half the datagrams to an LB's secondary address were black-holed by the lab's ARP",
     "partition-udp": "both peer probes can fail at once under load",
-    "partition-full": "on heal only one side re-announces; the router keeps a stale MAC",
-    "stall-agent": "the first heartbeat after SIGCONT reports no ping node",
     "loss-20": "health through a lossy link flaps vip1",
     "loss-40": "health through a lossy link flaps vip1; orphan rule on a stale view",
-    "backends-lost-all": "the first HAProxy to recover takes the other's VIP",
-    "standby-both": "a stale 'peer in standby' view moves vip2",
-    "restart-both-agents": "both SIGTERM hand-overs can race",
 }
 
 

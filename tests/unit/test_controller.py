@@ -335,3 +335,23 @@ def test_both_lose_their_backends_and_recover_apart_moves_nothing() -> None:
         w.run(6000)
         assert moves(w, mark) == [], lag
         assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})
+
+
+def test_after_a_full_partition_each_node_announces_what_it_kept() -> None:
+    """Both nodes took the other's VIP during a full partition; on heal the peer lets go of
+    them before this node even hears it, so its heartbeats never show it holding them: each
+    node announces its own VIPs again on hearing its peer back (clients may point at it)."""
+    w = settled(World())
+    w.heartbeat_path = w.data_path = False
+    w.run(3000)
+    assert w.holders("vip1") == w.holders("vip2") == {"lb1", "lb2"}
+    mark = len(w.records)
+    w.heartbeat_path = w.data_path = True
+    w.loss = {("lb1", "lb2"): 1.0}  # lb1 hears lb2 first and lets vip2 go at once
+    w.run(300)
+    assert w.holders("vip2") == {"lb2"}
+    w.loss = {}
+    w.run(2000)
+    announced = {(r.node, v) for r in w.records[mark:] for v in r.step.announce}
+    assert {("lb1", "vip1"), ("lb2", "vip2")} <= announced
+    assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})

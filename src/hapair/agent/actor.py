@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from hapair.agent.resources.base import FloatingIP
 from hapair.errors import HapairError
@@ -22,13 +23,36 @@ logger = logging.getLogger(__name__)
 OnAction = Callable[[str, str, bool, float, str], None]
 
 
-class VipActor:
-    """Serialises the actions on one floating IP."""
+class DrainHooks(Protocol):
+    """The failback drain's side of a move (:class:`hapair.agent.drain.Drainer`); both hooks
+    handle their own failures (a drain that cannot start never holds a move up)."""
 
-    def __init__(self, resource: FloatingIP, timeout: float, on_action: OnAction) -> None:
+    async def taking(self, vip: str, held_before: bool | None) -> None:
+        """Just before ``vip`` is added and announced here."""
+
+    async def releasing(self, vip: str, held_before: bool | None) -> None:
+        """Just before ``vip`` is removed from this node's interface."""
+
+
+class VipActor:
+    """Serialises the actions on one floating IP.
+
+    With ``drain``, a take first arranges for the connections the peer still serves to be
+    handed to it, and a release keeps serving the ones the peer hands back (see
+    :mod:`hapair.agent.drain`).
+    """
+
+    def __init__(
+        self,
+        resource: FloatingIP,
+        timeout: float,
+        on_action: OnAction,
+        drain: DrainHooks | None = None,
+    ) -> None:
         self.resource = resource
         self.timeout = timeout
         self.on_action = on_action
+        self.drain = drain
         self.desired: bool | None = None
         #: what this node really holds, as last read back (monitor) or just done
         self.held: bool | None = None
@@ -75,8 +99,12 @@ class VipActor:
             try:
                 async with asyncio.timeout(self.timeout):
                     if desired:
+                        if self.drain is not None:
+                            await self.drain.taking(self.resource.name, self.held)
                         await self.resource.start()
                     else:
+                        if self.drain is not None:
+                            await self.drain.releasing(self.resource.name, self.held)
                         await self.resource.stop()
             except (HapairError, OSError, TimeoutError) as exc:
                 self._acting = False

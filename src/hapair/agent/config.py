@@ -72,6 +72,9 @@ class AgentConfig(BaseModel):
     health_rise: int = Field(default=2, ge=1, le=100)
     health_fall: int = Field(default=3, ge=1, le=100)
     min_move_interval_ms: int = 1000
+    # The failback drain (hapair.agent.drain): how long, after a move between live nodes, the
+    # taker forwards connections it does not know to the releaser, which keeps serving them.
+    drain_ms: int = Field(default=5000, ge=0, le=60_000)
     # How often what each VIP's holder really is gets read back and repaired.
     reconcile_interval_ms: int = 250
     # Bound on one resource-agent call.

@@ -347,8 +347,10 @@ class Controller:
         ``pingable``: if the silence is this node's own link going down, a reply that crossed
         just before the cut must not let it take the peer's VIPs."""
         events: list[str] = []
+        rejoined = False
         for tr in self.membership.poll(now):
             events.append(_transition_sentence(self.peer, tr))
+            rejoined = rejoined or (tr.old is PeerState.DEAD and tr.new is PeerState.UP)
         state = self.membership.state(now)
         if pingable_now is not None and state is PeerState.DEAD:
             pingable = pingable_now
@@ -414,6 +416,14 @@ class Controller:
             if d.announce and settled and d.vip not in self.announcing:
                 announce.append(d.vip)
                 events.append(f"announcing {d.vip} again: {self.peer} holds it too")
+        if rejoined:
+            # The peer was dead to this node: it may have taken and announced this node's VIPs
+            # meanwhile (a partition) and let go of them before this node heard it again, so
+            # the peer's heartbeats never show it holding them. Clients may still point at it.
+            again = sorted(v for v in held if self.wanted.get(v) and v not in announce)
+            if again:
+                announce.extend(again)
+                events.append(f"announcing {', '.join(again)} again: {self.peer} is back")
         self.announcing = frozenset(x.vip for x in decision.vips if x.announce)
         return Step(view, decision, wishes, tuple(moves), tuple(announce), tuple(events))
 

@@ -30,6 +30,7 @@ from hapair.agent.config import AgentConfig, load_agent_config
 from hapair.agent.controller import Controller, Step
 from hapair.agent.dashboard import Dashboard  # dashboard hook
 from hapair.agent.dashdoc import ClusterView  # dashboard hook
+from hapair.agent.drain import make_drainer  # failback drain
 from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
 from hapair.agent.history import History  # dashboard hook
 from hapair.agent.logs import setup_logging
@@ -87,8 +88,11 @@ class Agent:
             cfg.node, cfg.peer, [(v.name, v.home) for v in cfg.vips], cfg, start_ms=0.0
         )
         self.resources = [make_resource(cfg, i) for i in range(len(cfg.vips))]
+        self.drainer = make_drainer(
+            lambda: self.cfg, lambda: self.controller.membership, self.event
+        )
         self.actors = {
-            r.name: VipActor(r, cfg.action_timeout_ms / 1000, self._on_action)
+            r.name: VipActor(r, cfg.action_timeout_ms / 1000, self._on_action, self.drainer)
             for r in self.resources
         }
         self.gate = HealthGate(rise=cfg.health_rise, fall=cfg.health_fall)
@@ -475,6 +479,7 @@ class Agent:
             f"{', '.join(self.cfg.peer_addresses)}; VIPs "
             + ", ".join(f"{v.name} {v.address} (home {v.home})" for v in self.cfg.vips)
         )
+        await self.drainer.clean()  # failback drain: leftovers of a killed agent
         # What do we hold right now? (a restart on a live host may find a VIP still configured)
         await self._reconcile()
         found = [a.resource.name for a in self.actors.values() if a.held]
@@ -592,6 +597,7 @@ class Agent:
         for task in [*self._tasks, *self._probes]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.drainer.close()  # failback drain: end running drains, remove their rules
         await self.api.close()
         self.pinger.close()
         for r in self.resources:

@@ -99,8 +99,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              0, (NONE, NONE), "both alive and serving"),
     Scenario("partition-udp", "udp/694 dropped both ways", f.partition_udp, 0, (NONE, NONE),
              "both alive and serving (README rule)"),
-    Scenario("partition-full", "all traffic between lb1 and lb2 dropped", f.partition_full, 0,
-             (NONE, NONE), "both alive and serving to clients; a move cannot help"),
+    Scenario("partition-full", "all traffic between lb1 and lb2 dropped", f.partition_full, 4,
+             (NONE, NONE), "to each LB its peer is dead (no witness tells a cut from a death): "
+             "each VIP over and back, announced again on heal, no request lost"),
     Scenario("stall-agent", "lb1's agent SIGSTOPped 3 s", pr.stall_agent, 0, (NONE, NONE),
              "lb1's HAProxy served throughout"),
     Scenario("loss-20", "20 % of lb1's frames lost each way", f.loss(20), 0, (None, NONE),
