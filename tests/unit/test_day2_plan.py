@@ -14,7 +14,7 @@ from hapair.errors import UsageError
 from hapair.haproxy_stats import parse_show_stat
 from hapair.plan import make_plan
 from hapair.platforms.lab.day2.forget import delete_message, stale_tuples
-from hapair.platforms.lab.network import mac_of, neighbour_lines, neighbours
+from hapair.platforms.lab.network import interface_of, mac_of, neighbour_lines, neighbours
 from hapair.render.haproxy import render_haproxy, server_options
 from hapair.spec import Spec, parse
 from hapair.webapp.pool import PoolConfig, PoolNode
@@ -285,6 +285,12 @@ def test_static_neighbours_know_each_other_by_a_mac_derived_from_the_address() -
         "neigh replace 198.18.1.2 lladdr 02:48:c6:12:01:02 dev eth0 nud permanent"
     ]
     assert neighbour_lines(["198.18.1.2"], delete=True) == ["neigh del 198.18.1.2 dev eth0"]
+    # An LB's secondary address lives on its one interface: the primary's MAC, not its own.
+    same_as = interface_of(plan)
+    assert same_as == {"198.18.0.111": "198.18.0.11", "198.18.0.112": "198.18.0.12"}
+    assert neighbour_lines(["198.18.0.112"], same_as=same_as) == [
+        "neigh replace 198.18.0.112 lladdr 02:48:c6:12:00:0c dev eth0 nud permanent"
+    ]
 
 
 CONNTRACK = (

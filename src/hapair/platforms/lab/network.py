@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hapair.plan import Node, Plan, Role
@@ -79,11 +79,24 @@ def neighbours(plan: Plan, node: Node) -> list[str]:
     return []
 
 
-def neighbour_lines(addresses: Sequence[str], delete: bool = False) -> list[str]:
-    """``ip -batch`` lines that add (or ``delete``) permanent entries for ``addresses``."""
+def interface_of(plan: Plan) -> dict[str, str]:
+    """Each LB's secondary address -> its primary address: both live on the one interface
+    whose MAC :func:`mac_of` derives from the primary."""
+    return {lb.secondary: lb.address for lb in plan.lbs if lb.secondary}
+
+
+def neighbour_lines(
+    addresses: Sequence[str], delete: bool = False, same_as: Mapping[str, str] | None = None
+) -> list[str]:
+    """``ip -batch`` lines that add (or ``delete``) permanent entries for ``addresses``;
+    ``same_as`` maps an address to the one whose interface (MAC) it lives on."""
     if delete:
         return [f"neigh del {a} dev {IFNAME}" for a in addresses]
-    return [f"neigh replace {a} lladdr {mac_of(a)} dev {IFNAME} nud permanent" for a in addresses]
+    iface = same_as or {}
+    return [
+        f"neigh replace {a} lladdr {mac_of(iface.get(a, a))} dev {IFNAME} nud permanent"
+        for a in addresses
+    ]
 
 
 def set_neighbours(ns: str, addresses: Sequence[str], delete: bool = False) -> None:
@@ -168,15 +181,27 @@ def wire_nodes(plan: Plan, nodes: Sequence[Node]) -> None:
         if node.secondary:
             cmds.append(f"addr add {node.secondary}/{plen} dev {IFNAME}")
         cmds.append(f"route add default via {net.gateway} src {node.address}")
-        cmds += neighbour_lines(neighbours(plan, node))
+        cmds += neighbour_lines(neighbours(plan, node), same_as=interface_of(plan))
         _batch(node.namespace, cmds)
         if node.role is Role.LB:
             _sysctl(
                 node.namespace,
                 {
                     # Answer ARP only for addresses on the asking interface; announce with the VIP.
+                    # (A VIP kept on lo during a failback drain is thus never answered for.)
                     "net.ipv4.conf.all.arp_ignore": "1",
                     "net.ipv4.conf.all.arp_announce": "2",
+                    # The failback drain (hapair.agent.drain) hands packets back to the peer out
+                    # of the interface they came in on: forwarding on eth0 (the nftables forward
+                    # chain passes only the drain's mark), and no ICMP redirect for them.
+                    f"net.ipv4.conf.{IFNAME}.forwarding": "1",
+                    "net.ipv4.conf.all.send_redirects": "0",
+                    "net.ipv4.conf.default.send_redirects": "0",
+                    f"net.ipv4.conf.{IFNAME}.send_redirects": "0",
+                    # Loose reverse-path filter, whatever the host's default: handed-back packets
+                    # come from a client on the Internet side through the peer's MAC address.
+                    "net.ipv4.conf.all.rp_filter": "2",
+                    f"net.ipv4.conf.{IFNAME}.rp_filter": "2",
                 },
             )
 
