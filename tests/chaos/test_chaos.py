@@ -27,9 +27,6 @@ HOLD_S = 3.0
 #: "Chaos"; each is a known bug filed in the closing note of issue 8). They still run and
 #: assert; an unexpected pass is reported (XPASS), so a fix shows at once.
 KNOWN_FAILING = {
-    "partition-udp": "both peer probes can fail at once under load",
-    "loss-20": "health through a lossy link flaps vip1",
-    "loss-40": "health through a lossy link flaps vip1; orphan rule on a stale view",
 }
 
 

@@ -355,3 +355,43 @@ def test_after_a_full_partition_each_node_announces_what_it_kept() -> None:
     announced = {(r.node, v) for r in w.records[mark:] for v in r.step.announce}
     assert {("lb1", "vip1"), ("lb2", "vip2")} <= announced
     assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})
+
+
+def _silent_peer() -> tuple[Controller, float]:
+    """A controller that heard lb2 until t=1000 and nothing since."""
+    c = Controller("lb1", "lb2", [("vip1", "lb1"), ("vip2", "lb2")], HaSpec(), start_ms=0)
+    c.observe_health(True, True, 0)
+    for i, t in enumerate(range(0, 1001, 50)):
+        hb = Heartbeat(
+            cluster="c",
+            node="lb2",
+            boot_id=1,
+            seq=i,
+            healthy=True,
+            pingable=True,
+            stable_ms=t,
+            held=frozenset({"vip2"}),
+        )
+        c.observe_heartbeat(hb, float(t))
+        c.step(float(t), held=frozenset({"vip1"}), pingable=True, standby=False)
+    return c, 1000.0
+
+
+def test_one_probe_lost_to_load_does_not_kill_a_serving_peer() -> None:
+    c, t = _silent_peer()
+    c.observe_probe(False, t + 75)  # timed out on a loaded machine
+    c.observe_probe(True, t + 100)  # began later, answered
+    assert c.peer_serving(t + 180)
+    step = c.step(t + 180, held=frozenset({"vip1"}), pingable=True, standby=False)
+    assert "vip2" not in {m.vip for m in step.moves if m.take}
+
+
+def test_a_peer_whose_probes_fail_is_not_serving_and_stays_so_once_acted_on() -> None:
+    c, t = _silent_peer()
+    c.observe_probe(False, t + 75)
+    assert not c.peer_serving(t + 160)  # one failure and no later success: dead now
+    step = c.step(t + 160, held=frozenset({"vip1"}), pingable=True, standby=False)
+    assert [(m.vip, m.take) for m in step.moves] == [("vip2", True)]
+    # Its HAProxy comes back before its agent: a success does not revive the verdict.
+    c.observe_probe(True, t + 200)
+    assert not c.peer_serving(t + 210)

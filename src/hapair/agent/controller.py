@@ -42,10 +42,12 @@ DAMPING_WINDOW_MS: Final = 300_000.0
 """Own faults older than this are forgotten by the flap penalty."""
 MAX_PENALTY_MS: Final = 60_000.0
 """The flap penalty never asks for more than this much extra stability."""
-PROBE_FALL: Final = 1
+PROBE_FALL: Final = 2
 """Failed probes (since the peer's last heartbeat) that prove it does not serve. One is
-enough: a probe's timeout ends by ``deadtime``, and until a probe has answered either way a
-silent peer is presumed serving (no death declared on the lack of an answer)."""
+enough unless a probe that began after it succeeded (a probe lost to a loaded machine must not
+declare a serving peer dead); a probe's timeout ends by ``deadtime``, and until a probe has
+answered either way a silent peer is presumed serving (no death declared on the lack of an
+answer). Once acted on, the verdict stands until the peer is heard again."""
 
 SHARED_FAULT_GRACE_MS: Final = 2000.0
 """A node whose health came back while its peer was unhealthy too (every backend lost on both,
@@ -187,6 +189,7 @@ class Controller:
         self._peer_unhealthy_since: float | None = None
         self._probe_ok_ms: float | None = None
         self._probe_failures = 0
+        self._probe_failed_ms = -1e18
         self._last_loop_ms: float | None = None
 
     # ------------------------------------------------------------------ settings
@@ -234,6 +237,7 @@ class Controller:
             self._probe_ok_ms = max(self._probe_ok_ms or started_ms, started_ms)
         else:
             self._probe_failures += 1
+            self._probe_failed_ms = max(self._probe_failed_ms, started_ms)
 
     def should_probe(self, now: float) -> bool:
         """Whether to probe the peer's HAProxy now: only while its heartbeats are late."""
@@ -273,7 +277,7 @@ class Controller:
         if self._probe_failures >= PROBE_FALL:
             return False
         if self._probe_ok_ms is not None and now - self._probe_ok_ms < self.t.deadtime_ms:
-            return self._probe_failures == 0
+            return self._probe_failures == 0 or self._probe_ok_ms > self._probe_failed_ms
         silence = self.membership.silence_ms(now)
         if silence is None:
             return False
@@ -352,6 +356,8 @@ class Controller:
             events.append(_transition_sentence(self.peer, tr))
             rejoined = rejoined or (tr.old is PeerState.DEAD and tr.new is PeerState.UP)
         state = self.membership.state(now)
+        if state is PeerState.DEAD and self._probe_failures and not self.peer_serving(now):
+            self._probe_failures = PROBE_FALL  # acted on: stands until the peer is heard
         if pingable_now is not None and state is PeerState.DEAD:
             pingable = pingable_now
         wishes: dict[str, bool] = {}
