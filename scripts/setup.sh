@@ -2,7 +2,7 @@
 # Install what hapair needs on Debian 12 (as root): packages, then a .venv with hapair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="haproxy nftables dnsmasq-base iproute2 iputils-ping iputils-arping procps curl openssl wrk keepalived heartbeat python3-venv python3-pip util-linux chromium chromium-driver prometheus cloud-init faketime"
+PKGS="haproxy nftables dnsmasq-base iproute2 iputils-ping iputils-arping procps curl openssl wrk keepalived heartbeat python3-venv python3-pip util-linux chromium chromium-driver prometheus cloud-init faketime etcd-server"
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup needs root to install Debian packages: run it as root (sudo make setup)" >&2
   exit 1
@@ -23,6 +23,10 @@ if [ -n "$missing" ]; then
     # Installed only for its schema validator (tests/aws): this machine is not a cloud
     # instance, so cloud-init must not run at its next boot.
     *" cloud-init "*) mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled ;;
+  esac
+  case " $missing " in
+    # etcd runs only inside labs (ha.coordinator = "etcd"), never as the host's service.
+    *" etcd-server "*) if command -v systemctl >/dev/null; then systemctl disable etcd >/dev/null 2>&1 || true; fi ;;
   esac
 fi
 PY=${PYTHON:-python3}

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from hapair.errors import OperationError
+from hapair.fileio import write_atomic
 from hapair.haproxy_stats import ServerState, command, parse_show_stat
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -177,3 +179,41 @@ def worker_pid(sock: str, timeout: float = 1.0) -> int:
         if key == "Pid" and value.strip().isdigit():
             return int(value)
     raise OperationError(f"HAProxy on {sock} did not say its pid")
+
+
+#: The first line of a ``show servers state`` answer (the state file's format version).
+SERVER_STATE_VERSION = "1"
+
+
+def dump_server_state(sock: str, path: Path, timeout: float = 5.0) -> int:
+    """Write ``show servers state`` into ``path`` (the ``server-state-file``), atomically, so
+    the worker a reload starts takes over each server's drain/maintenance state, weight and
+    health instead of starting them all ready; returns how many servers it holds.
+
+    :raises OperationError: the socket does not answer, or the answer is not a state dump
+        (the file is then left as it was).
+    """
+    answer = command(sock, "show servers state", timeout)
+    lines = answer.splitlines()
+    if not lines or lines[0].strip() != SERVER_STATE_VERSION:
+        head = lines[0][:80] if lines else "nothing"
+        raise OperationError(f"HAProxy on {sock} answered `show servers state` with {head!r}")
+    write_atomic(path, answer if answer.endswith("\n") else answer + "\n", mode=0o600)
+    return sum(1 for x in lines[1:] if x.strip() and not x.startswith("#"))
+
+
+def add_and_enable(sock: str, new: NewServer) -> bool:
+    """``add server``, ``enable health``, ``enable server`` for ``new`` in its backend; when
+    HAProxy refuses a ``cookie`` on a dynamic server (2.6), it is added without one. Returns
+    whether that happened (the backend then needs a dynamic cookie key)."""
+    dynamic = False
+    try:
+        call(sock, add_server(new), "New server registered")
+    except RuntimeApiError as exc:
+        if COOKIE_REFUSED not in str(exc):
+            raise
+        call(sock, add_server(replace(new, cookie=None)), "New server registered")
+        dynamic = True
+    call(sock, enable_health(new.backend, new.name))
+    call(sock, enable_server(new.backend, new.name))
+    return dynamic

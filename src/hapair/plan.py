@@ -107,14 +107,17 @@ def make_plan(spec: Spec) -> Plan:
         Node("inet", Role.INET, f"{c}-inet", net.client),
         Node("igw", Role.IGW, f"{c}-igw", net.gateway),
     ]
-    for i in range(2):
+    for i in range(spec.lb.count):
         nodes.append(
             Node(f"lb{i + 1}", Role.LB, f"{c}-lb{i + 1}", net.lb_primary[i], net.lb_secondary[i])
         )
     first = ipaddress.ip_address(net.web_first)
     for i in range(spec.web.size):
         nodes.append(Node(f"web{i + 1}", Role.WEB, f"{c}-web{i + 1}", str(first + i)))
-    vips = tuple(Vip(f"vip{i + 1}", addr, f"lb{i + 1}") for i, addr in enumerate(net.vips))
+    # Homes in turn (vip1 on lb1, vip2 on lb2, ...): the pair's fixed homes; with etcd, homes
+    # are only a starting point and hapair.coord.placement spreads VIPs over healthy LBs.
+    n = spec.lb.count
+    vips = tuple(Vip(f"vip{i + 1}", addr, f"lb{i % n + 1}") for i, addr in enumerate(net.vips))
     return Plan(
         spec=spec, nodes=tuple(nodes), vips=vips, prefixlen=vpc.prefixlen, vpc_namespace=f"{c}-vpc"
     )

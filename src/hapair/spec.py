@@ -34,10 +34,11 @@ from hapair.spec_checks import (
     StatsPassword,
     StatsUser,
     StrictBool,
-    StrictInt,
     check_lab,
     check_ports,
 )
+from hapair.spec_fabric import check_fabric
+from hapair.spec_scale import check_scale
 
 
 class _Model(BaseModel):
@@ -65,19 +66,10 @@ class WebSpec(_Model):
 
 
 class LbSpec(_Model):
-    """The load-balancer pair."""
+    """The load balancers: the seed's pair by default, up to 16 with ``ha.coordinator = "etcd"``."""
 
-    # Always 2: the seed's "non-configurable amount of HAPEE load-balancers".
-    count: StrictInt = 2
-
-    @model_validator(mode="after")
-    def _two(self) -> LbSpec:
-        if self.count != 2:
-            raise ValueError(
-                f"lb.count: must be 2; hapair runs exactly one active-active pair, "
-                f"as the original stack (got {self.count})"
-            )
-        return self
+    # How many LBs; 2 is the seed's pair. Above 2, ha.coordinator must be "etcd" (issue 13).
+    count: Bounded(2, 16) = 2  # type: ignore[valid-type]
 
 
 class NetworkSpec(_Model):
@@ -87,10 +79,11 @@ class NetworkSpec(_Model):
     vpc_cidr: CIDR = "198.18.0.0/23"
     # The gateway's VPC address (the igw); also the agent's ping node.
     gateway: IPv4 = "198.18.0.1"
-    # LB primary addresses (lb1, lb2): home addresses for EIP1 / EIP2 in the seed.
-    lb_primary: tuple[IPv4, IPv4] = ("198.18.0.11", "198.18.0.12")
-    # LB secondary addresses (the seed's secondary-ip role).
-    lb_secondary: tuple[IPv4, IPv4] = ("198.18.0.111", "198.18.0.112")
+    # LB primary addresses (lb1, lb2, ...; one per lb.count): home addresses for EIP1 / EIP2
+    # in the seed.
+    lb_primary: tuple[IPv4, ...] = ("198.18.0.11", "198.18.0.12")
+    # LB secondary addresses (the seed's secondary-ip role), one per lb.count.
+    lb_secondary: tuple[IPv4, ...] = ("198.18.0.111", "198.18.0.112")
     # The first web node's address; web N gets this plus N-1.
     web_first: IPv4 = "198.18.1.1"
     # The Internet side: client host, DNS server and igw's outer address.
@@ -98,8 +91,9 @@ class NetworkSpec(_Model):
     igw_outside: IPv4 = "198.19.0.1"
     client: IPv4 = "198.19.0.10"
     dns: IPv4 = "198.19.0.53"
-    # The two floating IPs (the seed's EIP1 and EIP2); routed by the igw onto the VPC segment.
-    vips: tuple[IPv4, IPv4] = ("198.19.255.1", "198.19.255.2")
+    # The floating IPs (the seed's EIP1 and EIP2); routed by the igw onto the VPC segment.
+    # Exactly 2 with ha.coordinator "peer"; with "etcd", at least lb.count (up to 64).
+    vips: tuple[IPv4, ...] = ("198.19.255.1", "198.19.255.2")
 
 
 class HaproxySpec(_Model):
@@ -167,6 +161,16 @@ class HaSpec(_Model):
     ping_nodes: tuple[IPv4, ...] = ()
     # Fewest seconds between two moves of one VIP for the same reason kind (anti-flap).
     min_move_interval_ms: Bounded(0, 600000) = 1000  # type: ignore[valid-type]
+    # After a move between two live nodes (failback, standby/online), the taker hands packets of
+    # connections it does not know to the releaser, which keeps serving them, for this long
+    # (the failback drain; 0 = off). Longer than a request, shorter than a keep-alive timeout.
+    drain_ms: Bounded(0, 60000) = 5000  # type: ignore[valid-type]
+    # Who grants VIP ownership: "peer" (the pair agrees by heartbeats, 2 LBs only) or "etcd"
+    # (each VIP's owner is an etcd key under the owner's lease; required above 2 LBs).
+    coordinator: Literal["peer", "etcd"] = "peer"
+    # With "etcd": the TTL of each node's lease; a node that cannot renew it within this
+    # time fences itself (releases its VIPs). etcd refuses TTLs under its election timeout.
+    etcd_lease_ttl_ms: Bounded(2000, 60000) = 3000  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _order(self) -> HaSpec:
@@ -219,6 +223,19 @@ class AwsSpec(_Model):
         return data
 
 
+class LabSpec(_Model):
+    """The lab platform's own settings."""
+
+    # What the VPC does with the floating IPs: "l2" (the holder puts the VIP on its interface
+    # and announces it with gratuitous ARP) or "aws" (an EC2-like edge: a moto EC2 API in the
+    # lab, the igw translates each EIP to the private address it is associated with, and the
+    # agents move EIPs with the aws_eip resource agent; hapair.platforms.lab.fabric).
+    fabric: Literal["l2", "aws"] = "l2"
+    # aws fabric: how long after an association changes in the API the igw follows it (EC2's
+    # remap time; 5 s from published measurements, docs/aws.md). 0 = at once (tests).
+    eip_propagation_ms: Bounded(0, 60000) = 5000  # type: ignore[valid-type]
+
+
 class Spec(_Model):
     """The whole cluster spec."""
 
@@ -230,12 +247,15 @@ class Spec(_Model):
     admin: AdminSpec = Field(default_factory=AdminSpec)
     ha: HaSpec = Field(default_factory=HaSpec)
     aws: AwsSpec = Field(default_factory=AwsSpec)
+    lab: LabSpec = Field(default_factory=LabSpec)
 
     @model_validator(mode="after")
     def _rules(self) -> Spec:
+        check_scale(self)
         check_ports(self)
         if self.cluster.platform == "lab":
             check_lab(self)
+        check_fabric(self)
         return self
 
 
@@ -294,10 +314,17 @@ def load(path: Path | None) -> Spec:
 
 
 def with_overrides(
-    spec: Spec, *, name: str | None = None, web_size: int | None = None, platform: str | None = None
+    spec: Spec,
+    *,
+    name: str | None = None,
+    web_size: int | None = None,
+    platform: str | None = None,
+    fabric: str | None = None,
 ) -> Spec:
     """Apply command-line overrides and validate the result again."""
     data = spec.model_dump(mode="python")
+    if fabric is not None:
+        data["lab"]["fabric"] = fabric
     if name is not None:
         data["cluster"]["name"] = name
     if web_size is not None:

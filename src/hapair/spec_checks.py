@@ -354,7 +354,8 @@ def check_lab(spec: Spec) -> None:
             raise ValueError(f"network.{field}: must lie in {LAB_RANGE} (got {cidr})")
     if vpc.overlaps(inet):
         raise ValueError("network.internet_cidr: must not overlap network.vpc_cidr")
-    for field, value in list(_vpc_addresses(spec))[:5]:
+    fixed_count = 1 + len(net.lb_primary) + len(net.lb_secondary)  # gateway and the LBs
+    for field, value in list(_vpc_addresses(spec))[:fixed_count]:
         if ipaddress.ip_address(value) not in vpc:
             raise ValueError(f"{field}: must lie in network.vpc_cidr {vpc} (got {value})")
     for field, value in _inet_addresses(spec):
@@ -367,7 +368,7 @@ def check_lab(spec: Spec) -> None:
             f"web.size: {spec.web.size} web nodes from network.web_first "
             f"{first} do not fit in network.vpc_cidr {vpc}"
         )
-    for field, value in list(_vpc_addresses(spec))[:6]:
+    for field, value in list(_vpc_addresses(spec))[: fixed_count + 1]:
         _not_edge(field, value, vpc, "network.vpc_cidr")
     for field, value in _inet_addresses(spec):
         _not_edge(field, value, inet, "network.internet_cidr")
@@ -394,7 +395,8 @@ def check_lab(spec: Spec) -> None:
 
 
 def _check_ping_nodes(spec: Spec, vpc: ipaddress.IPv4Network) -> None:
-    lbs = {a: f for f, a in list(_vpc_addresses(spec))[1:5]}
+    net = spec.network
+    lbs = {a: f for f, a in list(_vpc_addresses(spec))[1 : 1 + 2 * len(net.lb_primary)]}
     for i, value in enumerate(spec.ha.ping_nodes):
         field = f"ha.ping_nodes.{i}"
         a = ipaddress.IPv4Address(value)

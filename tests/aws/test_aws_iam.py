@@ -18,7 +18,8 @@ from tests.aws.test_aws_eip import Pair
 
 from hapair.agent.resources.aws_eip import AddressReader, AwsEip, Ec2Calls
 from hapair.errors import UsageError
-from hapair.platforms.aws import secrets
+from hapair.platforms.aws import desired, secrets
+from hapair.platforms.aws.follower import Follower, FollowerConfig
 from hapair.platforms.aws.iam import (
     LB_CALLS,
     SAR,
@@ -126,6 +127,9 @@ def test_eips_move_only_onto_this_clusters_lb_enis_and_secrets_stay_in_its_path(
     assert by_sid["ReadOnlyThisClustersSecrets"]["Resource"] == [
         "arn:aws:ssm:us-east-1:123456789012:parameter/hapair/c1/*"
     ]
+    follow = by_sid["FollowThisClustersDesiredConfig"]
+    assert follow["Action"] == ["ssm:GetParameter"]  # exactly one parameter, nothing else
+    assert follow["Resource"] == ["arn:aws:ssm:us-east-1:123456789012:parameter/hapair/c1/desired"]
     assert "ssm:" not in json.dumps(web_policy(SCOPES[0]))
 
 
@@ -187,6 +191,14 @@ def test_the_agent_and_the_node_sync_call_only_what_the_policy_allows(
         Recorder(role.client("s3", endpoint_url=aws_env), "s3", seen),
         check=lambda text: None,
     )
+    # The desired-document follower: one GetParameter per poll, nothing else of AWS.
+    follower = Follower(
+        FollowerConfig(cluster_name, "lb1", REGION, desired.parameter(cluster_name)),
+        Recorder(role.client("ssm", endpoint_url=aws_env), "ssm", seen),
+        check=lambda text: None,
+    )
+    follower._password = lambda: None  # type: ignore[method-assign]  # no file: refused, fine
+    assert "rejected" in follower.tick()
     assert seen <= set(LB_CALLS), seen - set(LB_CALLS)
     assert seen == set(LB_CALLS)  # and each of them is used
     platform.down(cluster_name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,22 @@ def test_secrets_are_secure_strings_of_the_cluster_and_never_in_user_data(
         ]
     )["Parameters"]
     assert sorted(p["Name"] for p in params) == sorted(
-        f"/hapair/{cluster_name}/{s}" for s in ("cluster-key", "admin-token", "stats-password")
+        f"/hapair/{cluster_name}/{s}"
+        for s in ("cluster-key", "admin-token", "stats-password", "desired")
     )
-    assert {p["Type"] for p in params} == {"SecureString"}
+    # Every secret is a SecureString; the LBs' desired document holds none (a String).
+    assert {p["Name"].rsplit("/", 1)[1]: p["Type"] for p in params} == {
+        "cluster-key": "SecureString",
+        "admin-token": "SecureString",
+        "stats-password": "SecureString",
+        "desired": "String",
+    }
     for p in params:
         tags = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=p["Name"])["TagList"]
         assert {"Key": "hapair:cluster", "Value": cluster_name} in tags
     values = secrets.read_secrets(platform.aws(), cluster_name)
+    stored = ssm.get_parameter(Name=f"/hapair/{cluster_name}/desired")["Parameter"]["Value"]
+    assert not any(v in stored for v in values.values())
     assert len(values["cluster-key"]) == 64 and len(values["admin-token"]) == 64
     reservations = ec2.describe_instances(Filters=flt(cluster_name))["Reservations"]
     instances = [i["InstanceId"] for r in reservations for i in r["Instances"]]
@@ -128,7 +138,7 @@ def test_node_sync_installs_secrets_and_config_and_rotates_the_key_with_an_overl
     new = secrets.read_secrets(platform.aws(), cluster_name)["cluster-key"]
     rotated = sync_once(cfg, ssm, s3, now=2000.0, check=checked.append)
     assert rotated.key and not rotated.token and not rotated.haproxy
-    assert ["systemctl", "try-restart", "hapair-agent.service"] in service_actions(rotated)
+    assert service_actions(rotated) == []  # the agent takes a new key without a restart
     keys = load_keyset(Path(cfg.key_file))
     assert keys.current.hex() == new and keys.previous is not None
     assert keys.previous.hex() == values["cluster-key"]
@@ -160,3 +170,19 @@ def test_a_web_size_change_updates_what_the_lbs_serve(
     assert [b["name"] for b in desired()["backends"]] == ["web1"]
     assert sync_once(cfg, ssm, s3, check=lambda text: None).backends == 1
     assert "10.20.1.22" not in Path(cfg.haproxy_cfg).read_text()
+
+
+def test_an_lb_that_follows_the_desired_document_gets_the_stats_password_in_a_file(
+    platform: Any, ami: str, cluster_name: str, lb1: tuple[NodeConfig, Any, Any], tmp_path: Path
+) -> None:
+    cfg, ssm, s3 = lb1
+    follow = replace(
+        cfg,
+        desired_parameter=f"/hapair/{cluster_name}/desired",
+        stats_password_file=str(tmp_path / "stats.password"),
+    )
+    res = sync_once(follow, ssm, s3, check=lambda text: None)
+    assert not res.haproxy and not Path(cfg.haproxy_cfg).exists()  # the follower owns it
+    password = secrets.read_secrets(platform.aws(), cluster_name)["stats-password"]
+    assert Path(follow.stats_password_file).read_text() == password + "\n"
+    assert Path(follow.stats_password_file).stat().st_mode & 0o777 == 0o600

@@ -195,6 +195,24 @@ def test_a_drained_server_receives_no_new_request(d2: Lab) -> None:
         assert "web3" not in servers(d2, lb)
 
 
+def test_a_reload_keeps_a_drained_server_drained(d2: Lab) -> None:
+    from hapair.platforms.lab.day2.haproxy import seamless_reload
+    from hapair.platforms.lab.day2.target import open_lab
+
+    scale_to(d2, 3)
+    rt.call(sock(d2, "lb1"), rt.set_state("web", "web2", "drain"))
+    before = workers(d2)["lb1"]
+    try:
+        with open_lab(d2.name) as t:
+            seamless_reload(t, "lb1")
+        assert workers(d2)["lb1"] != before  # a new worker ...
+        assert servers(d2, "lb1")["web2"].status == "DRAIN"  # ... took web2's state over
+        assert servers(d2, "lb1")["web1"].up
+        assert not LabPaths(d2.name).server_state("lb1").exists()  # no stale state left
+    finally:
+        rt.call(sock(d2, "lb1"), rt.set_state("web", "web2", "ready"))
+
+
 def _files(lab: Lab) -> dict[str, str]:
     paths = LabPaths(lab.name)
     found = [paths.root / "state.json"]

@@ -96,3 +96,23 @@ def test_two_nodes_never_drop_a_heartbeat_through_a_rotation(
             assert keys[receiver].verify(signed, mac, t), (sender, receiver, t)
         t += 1.0
     assert all(load_keyset(f).verification_keys(t) == (bytes.fromhex(NEW),) for f in files.values())
+
+
+def test_a_second_rotation_within_the_overlap_keeps_the_key_still_signing(
+    tmp_path: Path,
+) -> None:
+    key = tmp_path / "cluster.key"
+    write_rotation(key, OLD, 0.0)
+    assert write_rotation(key, NEW, 1000.0, overlap=100.0)  # signs OLD until 1100
+    third = "33" * 32
+    assert write_rotation(key, third, 1050.0, overlap=100.0)
+    keys = load_keyset(key)
+    # OLD was still signing at 1050: it stays accepted; NEW, never signed with, is forgotten.
+    assert keys.current.hex() == third and keys.previous is not None
+    assert keys.previous.hex() == OLD
+    assert keys.signing_key(1100.0).hex() == OLD
+    assert keys.signing_key(1150.0).hex() == third
+    # After the overlap, a new key replaces the one signing by then.
+    assert write_rotation(key, NEW, 1400.0, overlap=100.0)
+    assert load_keyset(key).previous == bytes.fromhex(third)
+    assert not write_rotation(key, NEW, 1500.0)  # the same key again: nothing to do

@@ -40,8 +40,8 @@ def test_empty_file_is_the_default(tmp_path: Path) -> None:
         ({"web": {"size": 251}}, "web.size: must be between 1 and 250 (got 251)"),
         (
             {"lb": {"count": 3}},
-            "lb.count: must be 2; hapair runs exactly one active-active pair, as the original "
-            "stack (got 3)",
+            'ha.coordinator: "peer" runs exactly 2 LBs (lb.count = 3); set '
+            'ha.coordinator = "etcd" for more, or lb.count = 2',
         ),
         ({"web": {"port": 0}}, "web.port: must be between 1 and 65535 (got 0)"),
         ({"ha": {"port": 70000}}, "ha.port: must be between 1 and 65535 (got 70000)"),
@@ -326,7 +326,10 @@ DISTINCT = "every lab address is distinct"
             "haproxy.http_port: must be an integer between 1 and 65535, not a decimal number "
             "(got 80.0)",
         ),
-        ({"lb": {"count": "2"}}, "lb.count: must be an integer, not a string (got '2')"),
+        (
+            {"lb": {"count": "2"}},
+            "lb.count: must be an integer between 2 and 16, not a string (got '2')",
+        ),
         ({"haproxy": {"https": 1}}, "haproxy.https: must be true or false, not an integer (got 1)"),
         (
             {"haproxy": {"https": "yes"}},

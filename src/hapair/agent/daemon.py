@@ -33,10 +33,11 @@ from hapair.agent.dashdoc import ClusterView  # dashboard hook
 from hapair.agent.drain import make_drainer  # failback drain
 from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
 from hapair.agent.history import History  # dashboard hook
+from hapair.agent.keyring import Keyring
 from hapair.agent.logs import setup_logging
 from hapair.agent.membership import PeerState
 from hapair.agent.metrics import Metrics
-from hapair.agent.protocol import Decoder, Heartbeat, encode, load_key
+from hapair.agent.protocol import Decoder, Heartbeat, encode
 from hapair.agent.resources.base import FakeFloatingIP, FloatingIP
 from hapair.agent.statusdoc import status_document
 from hapair.errors import FatalError, SpecError
@@ -46,6 +47,8 @@ logger = logging.getLogger("hapair.agent")
 DROP_LOG_EVERY_S = 10.0
 """Dropped datagrams are logged at most once per reason in this many seconds."""
 MAX_SELF_PROBES = 8
+#: How often (ms) the cluster key files are checked for a rotation (and on SIGHUP).
+KEY_REFRESH_MS = 5000.0
 """Requests through the local HAProxy in flight at once, at most."""
 
 
@@ -77,20 +80,18 @@ class Agent:
     def __init__(self, cfg: AgentConfig, config_path: Path | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
-        self.key = load_key(Path(cfg.key_file))
+        self.keyring = Keyring(Path(cfg.key_file))
         self.token = Path(cfg.admin_token_file).read_text().strip()
         self.metrics = Metrics()
         self.boot_id = 0
         self.seq = 0
         self.t0 = time.monotonic()
-        self.decoder = Decoder(self.key, cfg.cluster, cfg.node, {cfg.peer})
+        self.decoder = Decoder(self.keyring, cfg.cluster, cfg.node, {cfg.peer})
         self.controller = Controller(
             cfg.node, cfg.peer, [(v.name, v.home) for v in cfg.vips], cfg, start_ms=0.0
         )
         self.resources = [make_resource(cfg, i) for i in range(len(cfg.vips))]
-        self.drainer = make_drainer(
-            lambda: self.cfg, lambda: self.controller.membership, self.event
-        )
+        self.drainer = make_drainer(lambda: self.cfg, lambda: self.controller.membership)
         self.actors = {
             r.name: VipActor(r, cfg.action_timeout_ms / 1000, self._on_action, self.drainer)
             for r in self.resources
@@ -245,7 +246,7 @@ class Agent:
         for addr in self.cfg.peer_addresses:
             # One sequence number per datagram: the copy sent to the peer's second address
             # is not a replay of the first.
-            data = encode(self._heartbeat(), self.key)
+            data = encode(self._heartbeat(), self.keyring.signing_key(time.time()))
             with contextlib.suppress(OSError):
                 self.transport.sendto(data, (addr, self.cfg.port))
             self.metrics.hb_sent.inc()
@@ -509,6 +510,7 @@ class Agent:
         every(lambda: self.cfg.interval_ms / 2, self._probe_peer, "peer-probe")
         every(lambda: self.cfg.interval_ms * 2, self.pinger.send, "ping")
         every(lambda: self.cfg.reconcile_interval_ms, self._reconcile, "reconcile")
+        every(lambda: KEY_REFRESH_MS, self.refresh_keys, "keys")
         # Heartbeats, health changes and the peer's death timer decide at once; the periodic
         # tick only serves what ripens with time (failback delay, rate limits, reload).
         every(lambda: self.cfg.interval_ms * 2, self._tick_and_reload, "decide")
@@ -532,9 +534,30 @@ class Agent:
             self.reload()
         self.tick()
 
+    def refresh_keys(self) -> None:
+        """Read the cluster key files again if they changed (a rotation: the old key keeps
+        counting for an overlap, :mod:`hapair.agent.keyring`); unreadable new files leave the
+        keys in use untouched."""
+        try:
+            changed = self.keyring.refresh()
+        except FatalError as exc:
+            self.event(f"new cluster key refused, keeping the keys in use: {exc}", logging.ERROR)
+            return
+        if changed:
+            k, now = self.keyring.keys, time.time()
+            if k.previous is None or now >= k.drop_at:
+                self.event("cluster key changed: signing and accepting the new key only")
+            else:
+                self.event(
+                    f"cluster key changed: signing with the new key in "
+                    f"{max(0.0, k.switch_at - now):.0f} s, accepting the old one for "
+                    f"{k.drop_at - now:.0f} s"
+                )
+
     def reload(self) -> bool:
         """SIGHUP: apply the config file again, as a whole or not at all. Returns whether it
         was applied."""
+        self.refresh_keys()
         if self.config_path is None:
             return False
         try:

@@ -1,6 +1,8 @@
 """Heartbeat keys with an overlap: rotating the cluster key without losing a heartbeat.
 
-A helper, separate from the daemon: nothing in the agent uses it yet (see "Wiring" below).
+The daemon verifies heartbeats with a :class:`Keyring` and signs with its current signing key,
+and reads the files again every few seconds and on SIGHUP: a rotated key is taken without a
+restart (see "Wiring" below).
 
 Files: the key file as today (the current key in hex, mode 0600, read by
 :func:`~hapair.agent.protocol.load_key`); next to it, while a rotation lasts,
@@ -22,7 +24,7 @@ key from ``a + overlap``; B has it from ``b < a + overlap``. The same holds with
 and before a node receives the new key it signs and accepts the old one, which the other
 accepts until its own ``drop_at``.
 
-Wiring (for the daemon): build a :class:`Keyring` on the key file; ``Decoder`` checks a tag
+Wiring (as the daemon does it): build a :class:`Keyring` on the key file; ``Decoder`` checks a tag
 with :meth:`KeySet.verify` against ``keyring.keys`` at ``time.time()`` instead of its one key;
 ``encode`` signs with ``keyring.keys.signing_key(time.time())``; call
 :meth:`Keyring.refresh` every few seconds (and on SIGHUP) so a rotated key is taken without a
@@ -116,8 +118,9 @@ def load_keyset(key_file: Path) -> KeySet:
 def write_rotation(
     key_file: Path, new_key_hex: str, now: float, overlap: float = OVERLAP_S
 ) -> bool:
-    """Install ``new_key_hex`` as the current key; the key it replaces becomes the previous
-    one, signed with until ``now + overlap`` and accepted until ``now + 2 * overlap``.
+    """Install ``new_key_hex`` as the current key; the key signing at ``now`` (the one it
+    replaces, or during an unfinished overlap the older key still signing) becomes the
+    previous one, signed with until ``now + overlap`` and accepted until ``now + 2 * overlap``.
 
     :returns: whether the key changed (a first key has no previous one).
     :raises ValueError: ``new_key_hex`` is not hex of at least :data:`KEY_MIN_BYTES` bytes.
@@ -128,11 +131,18 @@ def write_rotation(
     old: bytes | None = None
     if key_file.exists():
         try:
-            old = load_key(key_file)
+            keys: KeySet | None = load_keyset(key_file)
         except FatalError:
-            old = None
-    if old == new:
-        return False
+            try:  # a broken rotation's files: the current key alone
+                keys = KeySet(load_key(key_file))
+            except FatalError:
+                keys = None
+        if keys is not None:
+            if keys.current == new:
+                return False
+            # A new key during an overlap: the key still signing now stays accepted (a key
+            # nobody signs with yet is the one to forget).
+            old = keys.signing_key(now)
     if old is not None:
         write_atomic(_times_path(key_file), f"{now + overlap:.3f} {now + 2 * overlap:.3f}\n")
         write_atomic(previous_path(key_file), old.hex() + "\n", mode=0o600)
@@ -160,6 +170,14 @@ class Keyring:
             mtime(previous_path(self.key_file)),
             mtime(_times_path(self.key_file)),
         )
+
+    def verify(self, signed: bytes, tag: bytes, now: float) -> bool:
+        """Whether ``tag`` signs ``signed`` under a key accepted at ``now`` (Unix seconds)."""
+        return self.keys.verify(signed, tag, now)
+
+    def signing_key(self, now: float) -> bytes:
+        """The key to sign a heartbeat with at ``now`` (Unix seconds)."""
+        return self.keys.signing_key(now)
 
     def refresh(self) -> bool:
         """Read the files again if they changed; returns whether the keys changed.

@@ -30,10 +30,12 @@ import os
 import secrets
 import stat
 import struct
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from hapair.errors import FatalError, UsageError
 from hapair.fileio import write_atomic
@@ -202,17 +204,35 @@ def _parse(signed: bytes, version: int) -> Heartbeat:
     return hb
 
 
+class Verifier(Protocol):
+    """Keys that may have signed a heartbeat at a given moment (a rotation's overlap:
+    :class:`hapair.agent.keyring.Keyring`)."""
+
+    def verify(self, signed: bytes, tag: bytes, now: float) -> bool:
+        """Whether ``tag`` is the HMAC-SHA256 of ``signed`` under a key accepted at ``now``."""
+        ...
+
+
 class Decoder:
     """Checks and decodes heartbeats from the peer, keeping a replay window per sender.
 
-    :param key: the cluster key.
+    :param key: the cluster key, or a :class:`Verifier` (the keys of a rotation).
     :param cluster: this cluster's name.
     :param node: this node's name (its own datagrams are dropped as ``self``).
     :param peers: node names allowed to send heartbeats.
+    :param clock: Unix time, for a :class:`Verifier`.
     """
 
-    def __init__(self, key: bytes, cluster: str, node: str, peers: Iterable[str]) -> None:
+    def __init__(
+        self,
+        key: bytes | Verifier,
+        cluster: str,
+        node: str,
+        peers: Iterable[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._key = key
+        self._clock = clock
         self.cluster = cluster
         self.node = node
         self.peers = frozenset(peers)
@@ -237,8 +257,12 @@ class Decoder:
             self._drop("malformed")
             return None
         signed, tag = data[:-TAG_LEN], data[-TAG_LEN:]
-        expected = hmac.new(self._key, signed, hashlib.sha256).digest()
-        if not hmac.compare_digest(tag, expected):
+        if isinstance(self._key, bytes):
+            expected = hmac.new(self._key, signed, hashlib.sha256).digest()
+            good = hmac.compare_digest(tag, expected)
+        else:
+            good = self._key.verify(signed, tag, self._clock())
+        if not good:
             self._drop("bad_mac")
             return None
         try:

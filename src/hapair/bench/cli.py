@@ -53,6 +53,15 @@ def failover(
     plot: Annotated[Path | None, typer.Option("--plot", help="PNG timeline here.")] = None,
     name: NameOpt = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the fault's random phase.")] = None,
+    fabric: Annotated[
+        str, typer.Option(help="The lab's VPC: l2 (gratuitous ARP) or aws (EIPs, moto).")
+    ] = "l2",
+    eip_propagation_ms: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=60000, help="aws fabric: the igw's remap delay (default: the spec's)."
+        ),
+    ] = None,
 ) -> None:
     """Fail lb1 and measure the client's gap, failed requests and failback (min/median/max)."""
     from hapair.bench.failover import VARIANTS, bench_failover
@@ -63,12 +72,27 @@ def failover(
         raise UsageError(
             f"--variant for {engine} must be one of {', '.join(VARIANTS[engine])} (got {variant})"
         )
+    if fabric not in ("l2", "aws"):
+        raise UsageError(f"--fabric must be l2 or aws (got {fabric})")
     logging.basicConfig(level=logging.WARNING)
     report, trials = bench_failover(
-        engine, variant, scenario, runs, rate, name=name, seed=seed, say=typer.echo
+        engine,
+        variant,
+        scenario,
+        runs,
+        rate,
+        name=name,
+        seed=seed,
+        say=typer.echo,
+        fabric=fabric,
+        eip_propagation_ms=eip_propagation_ms,
     )
+    on = f" on the {fabric} fabric" if fabric != "l2" else ""
+    if fabric == "aws":
+        on += f" (EIP propagation {report['eip_propagation_ms']} ms)"
     typer.echo(
-        f"{engine} {variant} {scenario}, {len(trials)} runs at {rate:g} req/s (min / median / max):"
+        f"{engine} {variant} {scenario}{on}, {len(trials)} runs at {rate:g} req/s "
+        "(min / median / max):"
     )
     typer.echo(f"  failover gap ms          {_fmt(report['gap_ms'])}")
     typer.echo(f"  failed requests          {_fmt(report['failed'])}")
@@ -80,6 +104,9 @@ def failover(
     typer.echo(f"  ordinary added p99 ms    {_fmt(report['ordinary_added_p99_ms'])}")
     typer.echo(f"  ordinary added max ms    {_fmt(report['ordinary_added_max_ms'])}")
     typer.echo(f"  keep-alive client failed {_fmt(report['keepalive_failed'])}")
+    if fabric == "aws":
+        remaps = [r.get("eip_remaps") for r in report["runs"]]
+        typer.echo(f"  AssociateAddress calls    {' / '.join(str(x) for x in remaps)} (per run)")
     if report.get("aborted"):
         typer.echo(f"  aborted: {report['aborted']}")
     _write_json(json_out, report)

@@ -20,7 +20,8 @@ from hapair.bench.engines import HaEngine, HapairAgents, make_engine
 from hapair.bench.labs import bench_name, build, is_steady, wait_until
 from hapair.bench.probe import Sample
 from hapair.bench.runner import BackgroundProbe
-from hapair.errors import OperationError
+from hapair.errors import OperationError, UsageError
+from hapair.plan import Plan
 from hapair.platforms.lab.platform import Engine, LabPlatform
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,15 @@ def run_trial(
     return Trial(metrics, s_plain, s_dns)
 
 
+def _remaps(plan: Plan) -> int | None:
+    """AssociateAddress calls the agents made so far (aws fabric; None on l2)."""
+    if plan.spec.lab.fabric != "aws":
+        return None
+    from hapair.platforms.lab.fabric import lab as fabric
+
+    return sum(1 for c in fabric.calls(plan.name) if c.get("agent"))
+
+
 def _moves(engine: HaEngine) -> int | None:
     if not isinstance(engine, HapairAgents):
         return None
@@ -159,15 +169,25 @@ def bench_failover(
     name: str | None = None,
     seed: int | None = None,
     say: Callable[[str], None] = lambda _: None,
+    fabric: str = "l2",
+    eip_propagation_ms: int | None = None,
 ) -> tuple[dict[str, Any], list[Trial]]:
-    """Build a lab, run ``runs`` trials, tear the lab down; returns (report, trials)."""
+    """Build a lab, run ``runs`` trials, tear the lab down; returns (report, trials).
+
+    ``fabric`` (``l2`` or ``aws``, the spec's ``lab.fabric``; aws with the hapair engine only)
+    and ``eip_propagation_ms`` (aws: the igw's delay, default the spec's) choose the lab's VPC.
+    """
     faults.check_scenario(scenario, engine)
+    if fabric != "l2" and engine != "hapair":
+        raise UsageError(f"--fabric {fabric}: the hapair engine only (got --engine {engine})")
     name = name or bench_name()
     t = timeouts_for(engine, variant)
     rng = random.Random(seed)
-    say(f"building lab {name} (engine {engine} {variant})")
+    say(f"building lab {name} (engine {engine} {variant}, fabric {fabric})")
     started = time.time()
-    plan, lab = build(name, LAB_ENGINE[engine])
+    plan, lab = build(
+        name, LAB_ENGINE[engine], fabric=fabric, eip_propagation_ms=eip_propagation_ms
+    )
     trials: list[Trial] = []
     aborted = None
     try:
@@ -182,7 +202,10 @@ def bench_failover(
             try:
                 if i:
                     wait_steady(target, t.steady)
+                remaps = _remaps(plan)
                 trial = run_trial(target, scenario, rate, rng, t)
+                after = _remaps(plan)
+                trial.metrics["eip_remaps"] = None if after is None else after - (remaps or 0)
             except OperationError as exc:
                 aborted = f"run {i + 1}: {exc}"
                 say(f"stopping early: {aborted}")
@@ -200,6 +223,8 @@ def bench_failover(
     report: dict[str, Any] = {
         "engine": engine,
         "variant": variant,
+        "fabric": fabric,
+        "eip_propagation_ms": plan.spec.lab.eip_propagation_ms if fabric == "aws" else None,
         "scenario": scenario,
         "rate": rate,
         "started": started,

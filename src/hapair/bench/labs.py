@@ -20,9 +20,19 @@ def bench_name() -> str:
     return "hp" + secrets.token_hex(3)
 
 
-def build(name: str, engine: Engine, web_size: int = 3) -> tuple[Plan, LabPlatform]:
-    """Build a lab; on failure nothing is left behind."""
-    plan = make_plan(parse({"cluster": {"name": name}, "web": {"size": web_size}}))
+def build(
+    name: str,
+    engine: Engine,
+    web_size: int = 3,
+    fabric: str = "l2",
+    eip_propagation_ms: int | None = None,
+) -> tuple[Plan, LabPlatform]:
+    """Build a lab (``fabric``: the spec's ``lab.fabric``, with its propagation delay when
+    given); on failure nothing is left behind."""
+    lab_spec: dict[str, object] = {"fabric": fabric}
+    if eip_propagation_ms is not None:
+        lab_spec["eip_propagation_ms"] = eip_propagation_ms
+    plan = make_plan(parse({"cluster": {"name": name}, "web": {"size": web_size}, "lab": lab_spec}))
     lab = LabPlatform(engine)
     try:
         lab.up(plan)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -40,14 +40,33 @@ def _name(name: str | None, spec: Path | None = None) -> str:
     return cluster_name(name, spec)
 
 
+PlatformOpt = Annotated[
+    str | None,
+    typer.Option(help="lab or aws (default: the spec's cluster.platform, else lab)."),
+]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", "-s", help="Spec file (default: ./hapair.toml).")
+]
+
+
 def scale(
     web: Annotated[int, typer.Option("--web", help="Web nodes wanted (1..250).")],
     name: NameOpt = None,
     drain_timeout: DrainOpt = 30.0,
     dry_run: DryRunOpt = False,
+    platform: PlatformOpt = None,
+    spec: SpecOpt = None,
 ) -> None:
     """Add or remove web nodes while both HAProxies serve: new servers join through the runtime
-    API (no reload), removed ones are drained first."""
+    API (no reload), removed ones are drained first. On aws: `apply` of the spec with this web
+    size (the spec says how to launch web instances)."""
+    if platform == "aws" or (platform is None and spec is not None):
+        from hapair.cli.main import load_spec
+
+        s = load_spec(spec, name, web_size=web, platform=platform)
+        if s.cluster.platform == "aws":
+            _apply_aws(s, dry_run, drain_timeout, f"hapair scale {s.cluster.name}: web {web}")
+            return
     from hapair.day2.changes import ScalePlan
     from hapair.platforms.lab.day2.scale import resized
     from hapair.platforms.lab.day2.scale import scale as run_scale
@@ -81,8 +100,9 @@ def apply(
     from hapair.platforms.lab.day2.target import open_lab
 
     new = load_spec(spec, name)  # an invalid spec: exit 2, nothing touched
-    if new.cluster.platform != "lab":
-        raise UsageError("apply: only the lab platform (see the README's Day 2 section)")
+    if new.cluster.platform == "aws":
+        _apply_aws(new, dry_run, drain_timeout, f"hapair apply {new.cluster.name} (aws)")
+        return
     with open_lab(new.cluster.name) as t:
         p = plan_for(t, new)
         typer.echo(f"hapair apply {t.name}")
@@ -93,6 +113,26 @@ def apply(
         t0 = time.monotonic()
         apply_spec(t, new, p, _say, drain_timeout)
         typer.echo(f"applied in {time.monotonic() - t0:.1f} s")
+
+
+def _apply_aws(new: Any, dry_run: bool, drain_timeout: float, title: str) -> None:
+    """``apply`` on AWS: show the plan, then publish the desired document the LBs follow
+    (:mod:`hapair.platforms.aws.day2`)."""
+    from hapair.cli.main import aws_platform
+    from hapair.plan import make_plan
+    from hapair.platforms.aws.day2 import plan_apply, run_apply
+
+    platform = aws_platform(new)
+    plan = make_plan(new)
+    p = plan_apply(platform, plan)
+    typer.echo(title)
+    for line in p.lines(drain_timeout):
+        typer.echo(f"  {line}")
+    if dry_run or p.empty:
+        return
+    t0 = time.monotonic()
+    version = run_apply(platform, plan, p, _say, drain_timeout)
+    typer.echo(f"applied in {time.monotonic() - t0:.1f} s: desired document version {version}")
 
 
 def restart(

@@ -22,6 +22,7 @@ import typer
 from hapair.errors import HapairError, SpecError, UsageError
 from hapair.plan import make_plan
 from hapair.spec import Spec, load, parse, with_overrides
+from hapair.spec_scale import require_buildable
 
 app = typer.Typer(
     help="hapair: an active-active pair of HAProxy load balancers with two floating IPs.",
@@ -54,6 +55,7 @@ def load_spec(
     name: str | None = None,
     web_size: int | None = None,
     platform: str | None = None,
+    fabric: str | None = None,
 ) -> Spec:
     """The spec from ``--spec`` (or ./hapair.toml when present), with CLI overrides."""
     if spec is None and DEFAULT_SPEC.is_file():
@@ -61,7 +63,7 @@ def load_spec(
     if spec is not None and not spec.is_file():
         raise SpecError([f"{spec}: no such spec file"])
     s = load(spec)
-    return with_overrides(s, name=name, web_size=web_size, platform=platform)
+    return with_overrides(s, name=name, web_size=web_size, platform=platform, fabric=fabric)
 
 
 def cluster_name(name: str | None, spec: Path | None = None) -> str:
@@ -144,6 +146,13 @@ def up(
     web_size: Annotated[int | None, typer.Option(help="Number of web servers (1..250).")] = None,
     platform: Annotated[str | None, typer.Option(help="lab (default) or aws.")] = None,
     region: RegionOpt = None,
+    fabric: Annotated[
+        str | None,
+        typer.Option(
+            help="lab only: l2 (default; VIPs by gratuitous ARP) or aws (EIPs through a moto "
+            "EC2 API in the lab; the spec's lab.fabric)."
+        ),
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="lab only: hapair (agents), static or none.")
     ] = "hapair",
@@ -166,7 +175,8 @@ def up(
 
     Interrupted (Ctrl-C, SIGTERM), it exits 130 (143 for SIGTERM) and says how to finish or clean.
     """
-    s = with_region(load_spec(spec, name, web_size, platform), region)
+    s = with_region(load_spec(spec, name, web_size, platform, fabric), region)
+    require_buildable(s)
     plan = make_plan(s)
     if engine not in ("hapair", "static", "none"):
         raise UsageError("--engine: must be hapair, static or none")

@@ -44,6 +44,7 @@ def agent_config(
         failback_delay_ms=ha.failback_delay_ms,
         health_interval_ms=ha.health_interval_ms,
         min_move_interval_ms=ha.min_move_interval_ms,
+        drain_ms=ha.drain_ms,
         vips=[
             VipConfig(name=v.name, address=v.address, home=v.home, driver=driver) for v in plan.vips
         ],

@@ -36,6 +36,7 @@ def render_haproxy(
     stats_socket: str = "/run/haproxy/admin.sock",
     stats_password: str = "change-me",
     cert_path: str | None = None,
+    server_state_file: str | None = None,
 ) -> str:
     """Render haproxy.cfg for LB ``node``.
 
@@ -43,25 +44,56 @@ def render_haproxy(
     :param stats_socket: path of the admin stats socket the agent and ``status`` read.
     :param stats_password: password of the stats page on ``haproxy.stats_port``.
     :param cert_path: PEM (cert + key) for the HTTPS frontend when ``haproxy.https`` is on.
+    :param server_state_file: where servers' state is dumped before a reload and read back
+        (``server-state-file`` + ``load-server-state-from-file global``); None: not used.
     """
-    h = plan.spec.haproxy
     if backends is None:
         backends = [(w.name, w.address) for w in plan.webs]
-    tls = h.https
-    if tls and not cert_path:
+    return render_haproxy_settings(
+        plan.spec.haproxy,
+        node=node,
+        cluster=plan.name,
+        web_port=plan.spec.web.port,
+        backends=backends,
+        stats_socket=stats_socket,
+        stats_password=stats_password,
+        cert_path=cert_path,
+        server_state_file=server_state_file,
+    )
+
+
+def render_haproxy_settings(
+    h: HaproxySpec,
+    *,
+    node: str,
+    cluster: str,
+    web_port: int,
+    backends: Sequence[tuple[str, str]],
+    stats_socket: str,
+    stats_password: str,
+    cert_path: str | None = None,
+    server_state_file: str | None = None,
+) -> str:
+    """Render haproxy.cfg from the ``[haproxy]`` settings alone (what an AWS LB does with the
+    desired document it fetched: it has no spec); see :func:`render_haproxy` for the rest.
+
+    :raises OperationError: ``h.https`` is on and no ``cert_path`` was given.
+    """
+    if h.https and not cert_path:
         raise OperationError("haproxy.https is on but no certificate path was given")
     return render_template(
         "haproxy.cfg.j2",
         h=h,
         node=node,
-        cluster=plan.name,
+        cluster=cluster,
         backends=list(backends),
-        web_port=plan.spec.web.port,
+        web_port=web_port,
         stats_socket=stats_socket,
         stats_password=stats_password,
-        tls=tls,
+        tls=h.https,
         cert_path=cert_path or "",
         server_options=server_options(h),
+        server_state_file=server_state_file or "",
     )
 
 

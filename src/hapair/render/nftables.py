@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hapair.agent.drain import MARK, NFT_SET
 from hapair.plan import Plan, Role
 from hapair.render import render_template
 
@@ -36,6 +37,8 @@ def render_nftables(plan: Plan, node: str) -> str | None:
             admin_port=spec.admin.port,
             admin_cidrs=list(spec.admin.cidrs),
             vips=[v.address for v in plan.vips],
+            drain_set=NFT_SET,
+            drain_mark=f"{MARK:#x}",
         )
     if n.role is Role.WEB:
         return render_template("web.nft.j2", **common, web_port=spec.web.port)

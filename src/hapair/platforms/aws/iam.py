@@ -115,6 +115,11 @@ SAR: dict[str, SarAction] = {
     ),
     "ec2:DescribeAddresses": SarAction(level="List", resources={}, keys=("ec2:Region",)),
     "ec2:DescribeNetworkInterfaces": SarAction(level="List", resources={}, keys=("ec2:Region",)),
+    "ssm:GetParameter": SarAction(
+        level="Read",
+        resources={"parameter": ("aws:ResourceTag/${TagKey}",)},
+        required=("parameter",),
+    ),
     "ssm:GetParameters": SarAction(
         level="Read",
         resources={"parameter": ("aws:ResourceTag/${TagKey}",)},
@@ -150,8 +155,10 @@ SAR_ARNS: dict[str, str] = {
 }
 
 #: Every API call an LB instance makes with its role, as ``service:Operation``, and the IAM
-#: action that authorizes it: the aws_eip agent (EC2) and the node sync (SSM, S3).
+#: action that authorizes it: the aws_eip agent (EC2), the node sync (SSM, S3) and the
+#: desired-document follower (SSM GetParameter).
 LB_CALLS: dict[str, str] = {
+    "ssm:GetParameter": "ssm:GetParameter",
     "ec2:AssociateAddress": "ec2:AssociateAddress",
     "ec2:CreateTags": "ec2:CreateTags",
     "ec2:DescribeAddresses": "ec2:DescribeAddresses",
@@ -212,6 +219,11 @@ class Scope:
         """The SSM path of the cluster's secrets (no trailing slash)."""
         return f"/hapair/{self.cluster}"
 
+    @property
+    def desired_parameter(self) -> str:
+        """The SSM parameter of the LBs' desired document (``hapair.platforms.aws.desired``)."""
+        return f"{self.secrets_path}/desired"
+
 
 def assume_role_policy() -> dict[str, Any]:
     """Who may assume the instance roles: EC2."""
@@ -234,7 +246,8 @@ def _artifacts(scope: Scope, *prefixes: str) -> list[str]:
 def lb_policy(scope: Scope) -> dict[str, Any]:
     """The LB role: read EIPs and its ENI; move only this cluster's EIPs, only onto this
     cluster's LB ENIs, and mark them released (one tag key, nothing else); read only this
-    cluster's secrets; fetch the artifacts and the LBs' desired documents."""
+    cluster's secrets; follow exactly its desired-document parameter; fetch the artifacts and
+    the LBs' desired documents of older versions (bucket)."""
     region = {"StringEquals": {"ec2:Region": scope.region}}
     cluster = {f"aws:ResourceTag/{TAG_CLUSTER}": scope.cluster}
     lb = {**cluster, f"aws:ResourceTag/{TAG_ROLE}": "lb"}
@@ -283,6 +296,17 @@ def lb_policy(scope: Scope) -> dict[str, Any]:
                     scope.arn(
                         "ssm:parameter",
                         ParameterNameWithoutLeadingSlash=f"{scope.secrets_path[1:]}/*",
+                    )
+                ],
+            },
+            {
+                "Sid": "FollowThisClustersDesiredConfig",
+                "Effect": "Allow",
+                "Action": ["ssm:GetParameter"],
+                "Resource": [
+                    scope.arn(
+                        "ssm:parameter",
+                        ParameterNameWithoutLeadingSlash=scope.desired_parameter[1:],
                     )
                 ],
             },

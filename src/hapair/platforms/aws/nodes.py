@@ -12,9 +12,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from hapair.day2.desired import AGENT_TIMINGS
 from hapair.errors import OperationError
 from hapair.plan import Plan
 from hapair.platforms.aws import userdata
+from hapair.platforms.aws.desired import parameter as desired_parameter
 from hapair.platforms.aws.iam import DESIRED_PREFIX
 from hapair.platforms.aws.layout import AwsLayout
 from hapair.platforms.aws.nodesync import STATS_PASSWORD_PLACEHOLDER, NodeConfig, desired_document
@@ -58,6 +60,7 @@ def _render_haproxy(plan: Plan, layout: AwsLayout, node: str) -> str:
         stats_socket=userdata.STATS_SOCKET,
         stats_password=STATS_PASSWORD_PLACEHOLDER,
         cert_path=userdata.CERT_FILE if https else None,
+        server_state_file=userdata.SERVER_STATE_FILE,
     )
 
 
@@ -86,18 +89,7 @@ def agent_toml(plan: Plan, layout: AwsLayout, node: str, where: Placement) -> st
         driver="aws_eip",
     )
     ha = effective_ha(spec)
-    timings = {
-        name: getattr(ha, name)
-        for name in (
-            "interval_ms",
-            "warntime_ms",
-            "deadtime_ms",
-            "initdead_ms",
-            "failback_delay_ms",
-            "health_interval_ms",
-            "min_move_interval_ms",
-        )
-    }
+    timings = {name: getattr(ha, name) for name in AGENT_TIMINGS}
     vips = [
         VipConfig(
             name=v.name,
@@ -137,6 +129,8 @@ def lb_user_data(plan: Plan, layout: AwsLayout, node: str, where: Placement) -> 
         key_file=userdata.KEY_FILE,
         token_file=userdata.TOKEN_FILE,
         haproxy_cfg=userdata.HAPROXY_CFG,
+        desired_parameter=desired_parameter(plan.name),
+        stats_password_file=userdata.STATS_PASSWORD_FILE,
     )
     return userdata.lb_user_data(
         cluster=plan.name,
@@ -148,6 +142,7 @@ def lb_user_data(plan: Plan, layout: AwsLayout, node: str, where: Placement) -> 
         prefixlen=ipaddress.ip_network(layout.subnets[me.subnet]).prefixlen,
         gateway=layout.gateway(me.subnet),
         self_signed_for=plan.spec.cluster.domain if plan.spec.haproxy.https else None,
+        follow_desired=True,
     )
 
 

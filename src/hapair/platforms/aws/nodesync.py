@@ -12,6 +12,11 @@ Run by ``hapair-sync.service`` at boot (before HAProxy and the agent) and every 
    changed (a reload hands the listening sockets over; connections in flight finish on the
    old process). So the LBs follow the fleet within a minute of ``up``.
 
+   An LB whose ``node.json`` names a ``desired_parameter`` (``up`` writes it since the
+   desired document moved to SSM) skips this step: its follower owns haproxy.cfg
+   (:mod:`~hapair.platforms.aws.follower`), and the sync writes the stats password to
+   ``stats_password_file`` (0600) for it instead.
+
 Nothing secret is ever in user data or in the bucket. :func:`sync_once` is the logic (tested
 against moto); :func:`main` adds the service actions.
 """
@@ -51,6 +56,9 @@ class NodeConfig:
     :ivar bucket: the cluster's bucket.
     :ivar desired_key: this LB's desired document in the bucket.
     :ivar secrets_path: the cluster's SSM path (``/hapair/<cluster>``).
+    :ivar desired_parameter: the desired document's SSM parameter; empty: the bucket's
+        ``desired_key`` (LBs made before the document moved to SSM).
+    :ivar stats_password_file: where the stats password goes for the follower.
     """
 
     cluster: str
@@ -63,6 +71,8 @@ class NodeConfig:
     token_file: str = "/etc/hapair/admin.token"
     haproxy_cfg: str = "/etc/haproxy/haproxy.cfg"
     overlap_s: float = OVERLAP_S
+    desired_parameter: str = ""
+    stats_password_file: str = "/etc/hapair/stats.password"
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -155,6 +165,18 @@ def sync_once(
     token = values["admin-token"].strip() + "\n"
     if old_token != token:
         write_atomic(token_file, token, mode=0o600)
+    if cfg.desired_parameter:
+        password_file = Path(cfg.stats_password_file)
+        password = values["stats-password"].strip() + "\n"
+        if _read(password_file) != password:
+            write_atomic(password_file, password, mode=0o600)
+        return SyncResult(
+            key=key_changed and had_key,
+            token=old_token is not None and old_token != token,
+            haproxy=False,
+            generation=cfg.desired_parameter,
+            backends=0,
+        )
     body = s3.get_object(Bucket=cfg.bucket, Key=cfg.desired_key)["Body"].read()
     doc = json.loads(body)
     text = str(doc["haproxy_cfg"]).replace(STATS_PASSWORD_PLACEHOLDER, values["stats-password"])
@@ -173,13 +195,15 @@ def sync_once(
 
 
 def service_actions(result: SyncResult) -> list[list[str]]:
-    """The systemctl calls a sync result asks for. HAProxy reloads on a new config; the agent
-    reads its key and token at start, so a new key or token restarts it (the peer keeps its
-    VIPs meanwhile: a silent peer whose HAProxy serves is alive)."""
+    """The systemctl calls a sync result asks for. HAProxy reloads on a new config. A new
+    cluster key needs nothing: the agent checks its key files every few seconds and keeps
+    accepting the old key for the overlap (no restart, no failover). The agent reads its admin
+    token at start, so a new token restarts it (the peer keeps its VIPs meanwhile: a silent
+    peer whose HAProxy serves is alive)."""
     out = []
     if result.haproxy:
         out.append(["systemctl", "reload-or-restart", "haproxy.service"])
-    if result.key or result.token:
+    if result.token:
         out.append(["systemctl", "try-restart", "hapair-agent.service"])
     return out
 

@@ -76,6 +76,11 @@ def plan_changes(spec: Spec, layout: AwsLayout, inv: Inventory) -> list[Change]:
     stored = {name.rsplit("/", 1)[1] for name in inv.parameters}
     for secret in SECRETS:
         one(secret in stored, f"ssm parameter /hapair/{c}/{secret}", "SecureString")
+    one(
+        "desired" in stored,
+        f"ssm parameter /hapair/{c}/desired",
+        f"String, standard tier: what the LBs serve ({len(layout.webs)} web servers)",
+    )
     if spec.aws.ec2_endpoint:
         one(
             inv.by_name(inv.endpoints, "ec2-endpoint") is not None,

@@ -13,7 +13,6 @@ import base64
 import logging
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,13 +21,23 @@ import boto3
 
 from hapair.errors import OperationError, UsageError
 from hapair.plan import Plan
-from hapair.platforms.aws import artifacts, instances, network, nodes, secrets, security, userdata
+from hapair.platforms.aws import (
+    artifacts,
+    desired,
+    instances,
+    network,
+    nodes,
+    secrets,
+    security,
+    userdata,
+)
 from hapair.platforms.aws.client import Aws, Timing, make_session, tags_of
 from hapair.platforms.aws.cost import CostLine, estimate
 from hapair.platforms.aws.iam import Scope
-from hapair.platforms.aws.inventory import Inventory, discover, iam_name
-from hapair.platforms.aws.layout import AwsLayout, make_layout
+from hapair.platforms.aws.inventory import Inventory, discover
+from hapair.platforms.aws.layout import NodeLayout, make_layout
 from hapair.platforms.aws.planner import Change, plan_changes
+from hapair.platforms.aws.prepare import TAG_REGION, Prepared, prepare
 from hapair.platforms.aws.readiness import (
     NodeState,
     Probe,
@@ -38,13 +47,10 @@ from hapair.platforms.aws.readiness import (
     wait_until_serving,
 )
 from hapair.platforms.aws.status import cluster_status
-from hapair.platforms.aws.timing import effective_ha
 from hapair.platforms.base import Platform, Progress, no_progress
 
 logger = logging.getLogger(__name__)
 
-#: Tag of the cluster's (global) IAM role: the region its cluster lives in.
-TAG_REGION = "hapair:region"
 #: How long ``up`` waits for both EIPs to serve the demo page (instances install for minutes).
 SERVING_TIMEOUT = 1200.0
 
@@ -119,71 +125,22 @@ class AwsPlatform(Platform):
         :raises OperationError: the wheel could not be built, the haproxy renderer is not
             available, or the EIPs do not serve the demo page in time (the reasons, per node).
         """
-        spec = plan.spec
-        layout = make_layout(plan)
-        effective_ha(spec)  # a spec whose [ha] does not fit the AWS profile stops here
-        aws = self.aws(spec.aws.region or None)
-        c = plan.name
-        run = uuid.uuid4().hex[:12]  # this up's launches share it in their ClientTokens
-        progress(f"find what exists for {c} in {aws.region}")
-        inv = discover(aws, c)
-        scope = self.scope(aws, c)
-        progress("find the AMI")
-        ami = instances.find_ami(aws, spec.aws.ami)
-        progress("network: vpc (dns on), subnets, internet gateway, routes")
-        net = network.ensure_network(aws, layout, inv)
-        progress("security groups")
-        groups = security.ensure_groups(aws, spec, inv, net.vpc)
-        progress("iam roles and instance profiles (lb, web)")
-        profiles = security.ensure_iam(aws, scope, inv)
-        # IAM is global: the role says in which region its cluster lives, so that a `down` or
-        # `status` in another region does not take it for this cluster (see _here).
-        aws.must(
-            aws.iam.tag_role,
-            f"iam role {iam_name(c)}",
-            RoleName=iam_name(c),
-            Tags=[{"Key": TAG_REGION, "Value": aws.region}],
-        )
-        progress(f"private bucket {scope.bucket} (encrypted, no public access)")
-        readers = [security.role_arn(scope, kind) for kind in profiles]
-        artifacts.ensure_bucket(aws, scope, readers, exists=inv.bucket is not None)
-        install = userdata.Install(aws.region, scope.bucket, pip_spec=spec.aws.pip_spec)
-        if not spec.aws.pip_spec:
-            progress("build hapair's wheel and pin its dependencies; upload them")
-            bundle = self.bundle()
-            artifacts.upload_bundle(aws, scope.bucket, bundle)
-            install = userdata.Install(
-                aws.region,
-                scope.bucket,
-                wheel_key=bundle.wheel_key,
-                wheel_sha256=bundle.wheel_sha256,
-                requirements_key=bundle.requirements_key,
-            )
-        progress("secrets in SSM Parameter Store (SecureString)")
-        secrets.ensure_secrets(aws, c, spec.haproxy.stats_password)
-        if spec.aws.ec2_endpoint:
-            progress("EC2 interface endpoint")
-            network.ensure_endpoint(aws, layout, inv, net, groups["endpoint"])
-        progress("elastic ips")
-        eips = instances.ensure_eips(aws, c, [(v.name, v.home) for v in layout.vips], inv)
-        progress("LB network interfaces (primary + secondary address)")
-        enis = {
-            lb.name: instances.ensure_eni(aws, c, lb, net.subnets[lb.subnet], groups["lb"], inv)
-            for lb in layout.lbs
-        }
-        where = nodes.Placement(aws.region, scope.bucket, eips, enis, install)
+        p = prepare(self, plan, progress)
+        aws, layout, inv = p.aws, p.layout, p.inv
         progress(f"what the LBs serve: {len(layout.webs)} web server(s) (desired documents)")
         for lb in layout.lbs:
             artifacts.put_object(
                 aws,
-                scope.bucket,
+                p.scope.bucket,
                 nodes.desired_key(lb.name),
                 nodes.desired(plan, layout, lb.name),
                 "application/json",
             )
-        started = self._launch(
-            aws, plan, layout, inv, where, ami, net.subnets, groups, profiles, run, progress
-        )
+        desired.publish(aws, plan.name, desired.document(plan, layout))
+        missing = [n for n in layout.nodes if inv.instance(n.name) is None]
+        if missing:
+            progress(f"launch {', '.join(n.name for n in missing)}")
+        started = self.launch(p, plan, missing)
         wanted = {n.name for n in layout.nodes}
         extra = [i["InstanceId"] for i in inv.instances if instances.node_name(i) not in wanted]
         if extra:
@@ -194,57 +151,42 @@ class AwsPlatform(Platform):
             instances.wait_running(aws, started)
         progress("put each unassociated EIP on its home LB's primary address")
         for vip in layout.vips:
-            addr = eips[vip.name]
+            addr = p.where.eips[vip.name]
             if not addr.get("AssociationId"):
                 home = layout.node(vip.home)
                 instances.associate_home(
-                    aws, addr["AllocationId"], enis[home.name], home.private_ip
+                    aws, addr["AllocationId"], p.where.enis[home.name], home.private_ip
                 )
         if not started and not extra:
             progress("no instance to change")
         self._wait_serving(aws, plan, progress)
 
-    def _launch(
-        self,
-        aws: Aws,
-        plan: Plan,
-        layout: AwsLayout,
-        inv: Inventory,
-        where: nodes.Placement,
-        ami: str,
-        subnets: dict[str, str],
-        groups: dict[str, str],
-        profiles: dict[str, str],
-        run: str,
-        progress: Progress,
-    ) -> list[str]:
-        """Launch the nodes that have no instance; returns the new instance ids."""
-        missing = [n for n in layout.nodes if inv.instance(n.name) is None]
+    def launch(self, p: Prepared, plan: Plan, missing: list[NodeLayout]) -> list[str]:
+        """Launch an instance for each node of ``missing``; returns the new instance ids."""
         if not missing:
             return []
-        progress(f"launch {', '.join(n.name for n in missing)}")
         started = []
         for node in missing:
-            if node.name in where.enis:
-                data = nodes.lb_user_data(plan, layout, node.name, where)
+            if node.name in p.where.enis:
+                data = nodes.lb_user_data(plan, p.layout, node.name, p.where)
                 role: dict[str, Any] = {
-                    "group_id": groups["lb"],
-                    "eni_id": where.enis[node.name],
-                    "profile": profiles["lb"],
+                    "group_id": p.groups["lb"],
+                    "eni_id": p.where.enis[node.name],
+                    "profile": p.profiles["lb"],
                 }
             else:
-                data = nodes.web_user_data(plan, layout, node.name, where)
-                role = {"group_id": groups["web"], "profile": profiles["web"]}
+                data = nodes.web_user_data(plan, p.layout, node.name, p.where)
+                role = {"group_id": p.groups["web"], "profile": p.profiles["web"]}
             started.append(
                 instances.launch(
-                    aws,
+                    p.aws,
                     plan.name,
                     node,
-                    ami=ami,
+                    ami=p.ami,
                     user_data=userdata.pack(data),
-                    subnet_id=subnets[node.subnet],
+                    subnet_id=p.subnets[node.subnet],
                     key_name=plan.spec.aws.key_name,
-                    client_token=f"hapair-{plan.name}-{node.name}-{run}",
+                    client_token=f"hapair-{plan.name}-{node.name}-{p.run}",
                     **role,
                 )
             )

@@ -34,6 +34,11 @@ HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 STATS_SOCKET = "/run/haproxy/admin.sock"
 AGENT_SOCKET = "/run/hapair/agent.sock"
 CERT_FILE = f"{ETC}/cert.pem"
+#: The stats password, written by the node sync for the desired-document follower (0600).
+STATS_PASSWORD_FILE = f"{ETC}/stats.password"
+#: HAProxy's server-state-file: dumped before each reload, read by the new worker.
+SERVER_STATE_FILE = "/var/lib/haproxy/server-state"
+FOLLOWER = f"{VENV}/bin/python -m hapair.platforms.aws.follower --config {NODE_JSON}"
 S3GET = "/usr/local/lib/hapair/s3get.py"
 S3GET_SOURCE = Path(__file__).with_name("s3get.py")
 
@@ -146,6 +151,7 @@ def lb_user_data(
     prefixlen: int,
     gateway: str,
     self_signed_for: str | None = None,
+    follow_desired: bool = False,
 ) -> str:
     """User data of an LB: HAProxy + hapair + the node sync + the agent (``aws_eip``).
 
@@ -153,6 +159,9 @@ def lb_user_data(
     :param node_json: the node sync's configuration (:class:`~.nodesync.NodeConfig`).
     :param self_signed_for: when HTTPS is on without a certificate, make a self-signed one
         for this DNS name at :data:`CERT_FILE`.
+    :param follow_desired: haproxy.cfg and the agent timings follow the cluster's desired
+        document in SSM (``hapair-desired.service``: :mod:`~.follower`); else the node sync
+        installs haproxy.cfg from the bucket.
     """
     lines = ["#cloud-config", f"# hapair {cluster}: {node} (lb)", "write_files:"]
     lines += _fetcher(install)
@@ -192,6 +201,15 @@ def lb_user_data(
             service="Restart=always\nRestartSec=2\nRuntimeDirectory=hapair\n",
         ),
     )
+    if follow_desired:
+        lines += _file(
+            "/etc/systemd/system/hapair-desired.service",
+            unit(
+                "hapair: haproxy.cfg and agent timings follow the desired document",
+                FOLLOWER,
+                after="network-online.target hapair-sync.service",
+            ),
+        )
     lines += ["runcmd:", "  - [systemctl, enable, --now, hapair-secondary-ip.service]"]
     lines += install_commands(install, ["haproxy", "python3-venv", "openssl", "ca-certificates"])
     if self_signed_for:
@@ -203,9 +221,11 @@ def lb_user_data(
         )
     lines += [
         _retry(sync, 60, 5),
+        *([_retry(f"{FOLLOWER} --once", 60, 5)] if follow_desired else []),
         "  - [systemctl, restart, haproxy]",
         "  - [systemctl, daemon-reload]",
         "  - [systemctl, enable, --now, hapair-sync.timer, hapair-agent.service]",
+        *(["  - [systemctl, enable, --now, hapair-desired.service]"] if follow_desired else []),
     ]
     return "\n".join(lines) + "\n"
 

@@ -11,12 +11,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hapair.agent.config import dump_toml
 from hapair.fileio import write_atomic
 from hapair.plan import Plan
+from hapair.platforms.lab.fabric import lab as fabric
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.state import ensure_secret
 from hapair.platforms.lab.system import in_ns, run
-from hapair.render.agent import render_agent
+from hapair.render.agent import agent_config
 from hapair.render.dns import render_hosts
 from hapair.render.haproxy import check_haproxy, render_haproxy
 from hapair.render.nftables import render_nftables
@@ -77,11 +79,12 @@ def render(plan: Plan, paths: LabPaths, check: bool = True) -> Rendered:
             stats_socket=str(paths.haproxy_sock(lb.name)),
             stats_password=password,
             cert_path=cert,
+            server_state_file=str(paths.server_state(lb.name)),
         )
         if check:
             check_haproxy(cfg)
         haproxy[lb.name] = cfg
-        agent[lb.name] = render_agent(
+        acfg = agent_config(
             plan,
             lb.name,
             key_file=str(paths.key),
@@ -89,6 +92,9 @@ def render(plan: Plan, paths: LabPaths, check: bool = True) -> Rendered:
             stats_socket=str(paths.haproxy_sock(lb.name)),
             api_socket=str(paths.agent_sock(lb.name)),
         )
+        if fabric.is_aws(plan):  # aws_eip VIPs against the lab's EC2 endpoint
+            acfg = acfg.model_copy(update=fabric.agent_settings(plan, lb.name))
+        agent[lb.name] = dump_toml(acfg)
     nft = {}
     for node in plan.nodes:
         rules = render_nftables(plan, node.name)

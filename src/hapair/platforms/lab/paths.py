@@ -56,6 +56,11 @@ class LabPaths:
         """HAProxy's admin stats socket."""
         return self.node(node) / "haproxy.sock"
 
+    def server_state(self, node: str) -> Path:
+        """HAProxy's ``server-state-file``: written just before a reload, read by the new
+        worker, removed once it serves (a later start must not take over stale state)."""
+        return self.node(node) / "server-state"
+
     def agent_toml(self, node: str) -> Path:
         """The node's agent config."""
         return self.node(node) / "agent.toml"

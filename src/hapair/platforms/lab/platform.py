@@ -17,7 +17,8 @@ from typing import Any, Literal
 from hapair.errors import OperationError, UsageError
 from hapair.plan import Plan, Role, make_plan
 from hapair.platforms.base import Platform, Progress, no_progress
-from hapair.platforms.lab import chaos, configs, network, procs, services, webpool
+from hapair.platforms.lab import chaos, configs, etcd, network, procs, services, webpool
+from hapair.platforms.lab.fabric import lab as fabric
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.procs import Proc
 from hapair.platforms.lab.state import ensure_secret, load_state, save_state
@@ -43,6 +44,11 @@ class LabPlatform(Platform):
         """Build the lab (see the module docstring for how a second ``up`` behaves)."""
         require_root()
         require_tools()
+        if fabric.is_aws(plan) and self.engine != "hapair":
+            raise UsageError(
+                f'lab.fabric = "aws" moves EIPs with the hapair agents only (engine {self.engine});'
+                ' use the hapair engine, or lab.fabric = "l2"'
+            )
         name = plan.name
         paths = LabPaths(name)
         state = load_state(name)
@@ -78,6 +84,10 @@ class LabPlatform(Platform):
         progress("wire the VPC bridge, the igw and the Internet side")
         network.build_links(plan)
         network.write_resolv_conf(plan)
+        if plan.spec.ha.coordinator == "etcd":  # issue 13: VIP ownership agreed through etcd
+            etcd.start(plan, paths, progress, delay_s=self.restart_delay)
+        if fabric.is_aws(plan):  # issue 9: an EC2-like edge, the agents' aws_eip against moto
+            fabric.start(plan, paths, services.child_env(), progress, self.restart_delay)
         progress("render and check configurations")
         self._render(plan, paths)
         progress("apply security groups (nftables)")
@@ -157,7 +167,10 @@ class LabPlatform(Platform):
 
     @staticmethod
     def vip_owners(plan: Plan) -> dict[str, list[str]]:
-        """For each VIP, the LBs whose interface carries it right now."""
+        """For each VIP, the LBs whose interface carries it right now (on the aws fabric: the
+        LB the igw translates its EIP to right now)."""
+        if fabric.is_aws(plan):
+            return fabric.owners(plan)
         held = {lb.name: set(network.addresses(lb.namespace)) for lb in plan.lbs}
         return {v.name: [lb for lb, addrs in held.items() if v.address in addrs] for v in plan.vips}
 
@@ -171,6 +184,8 @@ class LabPlatform(Platform):
         if forward.running(name) is not None:
             progress("stop the forwarder")
             found = forward.stop(name)
+        found = etcd.stop(name, progress) or found
+        found = fabric.stop(name, progress) or found
         namespaces = network.lab_namespaces(name)
         # LBs first, so that agents do not react to the rest going away.
         namespaces.sort(key=lambda ns: (0 if "-lb" in ns else 1, ns))

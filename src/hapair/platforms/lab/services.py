@@ -62,9 +62,15 @@ def start(plan: Plan, paths: LabPaths, node: str, service: str, delay_s: float) 
     """Start ``service`` on ``node`` under its supervisor; returns the supervisor."""
     if service == "haproxy":
         paths.haproxy_sock(node).unlink(missing_ok=True)
+        paths.server_state(node).unlink(missing_ok=True)  # a fresh start takes over no state
     elif service == "agent":
         paths.agent_sock(node).unlink(missing_ok=True)
     out = paths.log(node, "dnsmasq-out" if service == "dnsmasq" else service)
+    env = child_env()
+    if service == "agent" and plan.spec.lab.fabric == "aws":
+        from hapair.platforms.lab.fabric.lab import service_env
+
+        env = service_env(env)  # the lab's EC2 endpoint, dummy credentials
     return supervise.start(
         plan.node(node).namespace,
         service,
@@ -72,7 +78,7 @@ def start(plan: Plan, paths: LabPaths, node: str, service: str, delay_s: float) 
         out=out,
         log=paths.log(node, "supervisor"),
         pidfile=paths.pidfile(node, service),
-        env=child_env(),
+        env=env,
         delay_s=delay_s,
     )
 

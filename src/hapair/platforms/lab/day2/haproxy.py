@@ -62,7 +62,10 @@ def _wait(what: str, pred: Callable[[], bool], timeout: float, step: float = 0.0
 def seamless_reload(t: Target, lb: str, timeout: float = 20.0) -> float:
     """Reload ``lb``'s HAProxy with its haproxy.cfg as written now; returns the seconds it took.
 
-    SIGUSR2 to the master: it re-executes itself on the new configuration and forks a new worker,
+    First the servers' state goes to the ``server-state-file`` (``show servers state``), so the
+    new worker keeps each server's drain/maintenance state and health; the file is removed once
+    the new worker serves (a later fresh start must not take over stale state). Then SIGUSR2
+    to the master: it re-executes itself on the new configuration and forks a new worker,
     which takes the listening sockets over from the old one through the stats socket
     (``expose-fd listeners``), so no SYN finds the port closed; the old worker stops accepting
     and finishes its connections (``hard-stop-after``). Done when the new worker answers on the
@@ -75,6 +78,8 @@ def seamless_reload(t: Target, lb: str, timeout: float = 20.0) -> float:
     proc = master(t, lb)
     old = rt.worker_pid(sock)
     t0 = time.monotonic()
+    state = t.paths.server_state(lb)
+    rt.dump_server_state(sock, state)
     procs.signal_proc(proc, signal.SIGUSR2)
 
     def new_worker() -> bool:
@@ -91,6 +96,8 @@ def seamless_reload(t: Target, lb: str, timeout: float = 20.0) -> float:
     except OperationError as exc:
         log = t.paths.log(lb, "haproxy")
         raise OperationError(f"reload of HAProxy on {lb} failed: {exc} (see {log})") from None
+    finally:
+        state.unlink(missing_ok=True)
     return time.monotonic() - t0
 
 

@@ -29,7 +29,6 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from hapair import haproxy_runtime as rt
 from hapair.day2.changes import ScalePlan
@@ -156,15 +155,7 @@ def _join(t: Target, lb: str, nodes: Sequence[Node]) -> None:
     dynamic = False
     for node in nodes:
         new = rt.NewServer(BACKEND, node.name, node.address, port, opts, cookie=node.name)
-        try:
-            rt.call(sock, rt.add_server(new), "New server registered")
-        except rt.RuntimeApiError as exc:
-            if rt.COOKIE_REFUSED not in str(exc):
-                raise
-            rt.call(sock, rt.add_server(replace(new, cookie=None)), "New server registered")
-            dynamic = True
-        rt.call(sock, rt.enable_health(BACKEND, node.name))
-        rt.call(sock, rt.enable_server(BACKEND, node.name))
+        dynamic = rt.add_and_enable(sock, new) or dynamic
     if dynamic:
         key = ensure_secret(t.paths.secrets / "cookie.key", 16)
         rt.call(sock, rt.set_dynamic_cookie_key(BACKEND, key))

@@ -1,0 +1,421 @@
+"""The failback drain: connections the old holder of a VIP accepted keep working after a move.
+
+Make-before-break moves a VIP (failback, ``standby``/``online``) while both nodes serve. A
+connection that completed its handshake with the releaser just before the taker's gratuitous
+ARP sends its next packets to the taker, whose kernel has no socket for it and resets it. For
+a short drain period (``ha.drain_ms``) after a move between two live nodes:
+
+- **the taker forwards what it does not know to the releaser.** The LB's nftables table marks
+  packets to a VIP in the set ``drain_vips`` that are not a SYN and that conntrack does not know
+  (state new or invalid) with :data:`MARK`; an ``ip rule`` sends marked packets to table
+  :data:`TABLE`, whose default route has the releaser's own VPC address as next hop. The kernel
+  looks its ``local`` table up first, so the ``local`` rule moves behind ours
+  (:data:`LOCAL_PREF`) while a drain runs. The set's elements carry a timeout: a stalled or
+  dead agent stops forwarding by itself.
+- **the releaser keeps the address on** ``lo`` instead of deleting it: its kernel still
+  delivers those packets to HAProxy's established sockets, and, with ``arp_ignore=1``, it never
+  answers ARP for it.
+
+Nothing is done after a crash (a dead or unhealthy peer has nothing to serve). When the period
+ends each side removes every rule, route, set element and address it added; the agent removes
+leftovers of a killed predecessor when it starts (:meth:`Drainer.clean`) and ends drains when it
+stops (:meth:`Drainer.close`).
+
+The decisions and the commands are pure functions; :class:`Drainer` runs them (``nft``, ``ip``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hapair.agent.membership import PeerState
+from hapair.agent.protocol import Heartbeat
+
+if TYPE_CHECKING:
+    from hapair.agent.config import AgentConfig
+    from hapair.agent.membership import Membership
+
+logger = logging.getLogger(__name__)
+
+#: The fwmark of packets handed back to the releaser (0x4850: "HP").
+MARK = 0x4850
+#: The routing table of marked packets.
+TABLE = 4850
+#: The ``ip rule`` preference of the mark rule, and where the ``local`` rule moves meanwhile.
+RULE_PREF = 100
+LOCAL_PREF = 200
+#: The nftables table and set the LB's ruleset declares (render/templates/lb.nft.j2).
+NFT_TABLE = "inet hapair"
+NFT_SET = "drain_vips"
+#: Where the releaser keeps the address during the drain.
+LINGER_IF = "lo"
+#: A set element outlives the drain by this much (the agent removes it itself on time).
+EXPIRY_MARGIN_MS = 1000
+#: On shutdown, drains still running get at most this long before they are ended.
+CLOSE_WAIT_S = 2.0
+#: Bound on one ``nft`` or ``ip`` command, and on everything one hook of the actor does.
+COMMAND_TIMEOUT_S = 1.0
+HOOK_TIMEOUT_S = 2.0
+
+
+# ---------------------------------------------------------------------- pure: decisions
+@dataclass(frozen=True)
+class PeerView:
+    """What this node knows of its peer when a VIP moves.
+
+    :ivar name: the peer's node name.
+    :ivar live: its heartbeats arrive (up or late, not dead).
+    :ivar serving: its last heartbeat says its HAProxy is healthy.
+    :ivar holds: the VIPs its last heartbeat says it holds.
+    """
+
+    name: str
+    live: bool
+    serving: bool
+    holds: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether to drain, and why (a lowercase sentence)."""
+
+    drain: bool
+    reason: str
+
+
+def peer_view(name: str, live: bool, last: Heartbeat | None) -> PeerView:
+    """The :class:`PeerView` of peer ``name`` from its last heartbeat (``None``: never heard)."""
+    if last is None:
+        return PeerView(name, False, False, frozenset())
+    return PeerView(name, live, last.healthy, frozenset(last.held))
+
+
+def on_take(vip: str, drain_ms: int, held_before: bool | None, peer: PeerView) -> Verdict:
+    """Whether taking ``vip`` starts a drain that forwards unknown connections to the peer."""
+    if drain_ms <= 0:
+        return Verdict(False, "the drain is disabled (drain_ms = 0)")
+    if held_before:
+        return Verdict(False, f"{vip} is already held here")
+    if not peer.live:
+        return Verdict(False, f"{peer.name} is not alive: no connection of its can be served")
+    if vip not in peer.holds:
+        return Verdict(False, f"{peer.name} does not hold {vip}")
+    if not peer.serving:
+        return Verdict(False, f"{peer.name}'s HAProxy is not healthy")
+    return Verdict(
+        True,
+        f"forwarding connections this node does not know on {vip} to {peer.name} for {drain_ms} ms",
+    )
+
+
+def on_release(vip: str, drain_ms: int, held_before: bool | None, peer: PeerView) -> Verdict:
+    """Whether releasing ``vip`` keeps the address on ``lo`` for the connections the peer
+    hands back."""
+    if drain_ms <= 0:
+        return Verdict(False, "the drain is disabled (drain_ms = 0)")
+    if held_before is False:
+        return Verdict(False, f"{vip} is not held here")
+    if not peer.live:
+        return Verdict(False, f"{peer.name} is not alive: it hands nothing back")
+    return Verdict(
+        True, f"keeping {vip} on {LINGER_IF} for {drain_ms} ms for the connections it serves"
+    )
+
+
+# ---------------------------------------------------------------------- pure: commands
+def nft_forward(address: str, ms: int) -> str:
+    """``nft -f`` script: ``address`` in the drain set, its timeout (re)armed to ``ms``."""
+    el = f"{NFT_TABLE} {NFT_SET} {{ {address} timeout {ms}ms }}"
+    return f"add element {el}\ndelete element {NFT_TABLE} {NFT_SET} {{ {address} }}\n" + (
+        f"add element {el}\n"
+    )
+
+
+def nft_unforward(addresses: Iterable[str]) -> str:
+    """``nft -f`` script: the ``addresses`` out of the drain set (present or not)."""
+    lines = []
+    for a in addresses:
+        lines.append(f"add element {NFT_TABLE} {NFT_SET} {{ {a} timeout 1s }}")
+        lines.append(f"delete element {NFT_TABLE} {NFT_SET} {{ {a} }}")
+    return "\n".join(lines) + "\n"
+
+
+def is_local_rule(rule: dict[str, Any], pref: int) -> bool:
+    """Whether an ``ip -j rule`` entry is a plain ``lookup local`` at ``pref``."""
+    plain = set(rule) <= {"priority", "src", "table"} and rule.get("src") == "all"
+    return plain and rule.get("table") == "local" and rule.get("priority") == pref
+
+
+def is_mark_rule(rule: dict[str, Any]) -> bool:
+    """Whether an ``ip -j rule`` entry is the drain's mark rule."""
+    return rule.get("priority") == RULE_PREF and rule.get("table") == str(TABLE)
+
+
+def rule_lines(rules: Sequence[dict[str, Any]], forwarding: bool) -> list[str]:
+    """``ip -batch`` lines that take the rules (``ip -j rule show``) to the drain's state: the
+    mark rule before a ``local`` rule moved behind it, or the kernel's usual ``local`` at 0
+    and nothing of ours. Adds come before deletes: ``local`` is never missing."""
+    has_mark = any(is_mark_rule(r) for r in rules)
+    local0 = any(is_local_rule(r, 0) for r in rules)
+    moved = any(is_local_rule(r, LOCAL_PREF) for r in rules)
+    mark = f"pref {RULE_PREF} fwmark {MARK:#x} lookup {TABLE}"
+    out = []
+    if forwarding:
+        if not has_mark:
+            out.append(f"rule add {mark}")
+        if not moved:
+            out.append(f"rule add pref {LOCAL_PREF} lookup local")
+        if local0:
+            out.append("rule del pref 0 lookup local")
+        return out
+    if not local0:
+        out.append("rule add pref 0 lookup local")
+    if moved:
+        out.append(f"rule del pref {LOCAL_PREF} lookup local")
+    out += [f"rule del pref {RULE_PREF} lookup {TABLE}" for r in rules if is_mark_rule(r)]
+    return out
+
+
+def route_line(peer_address: str, ifname: str) -> str:
+    """The ``ip -batch`` line of table :data:`TABLE`'s route: via the releaser."""
+    return f"route replace default via {peer_address} dev {ifname} onlink table {TABLE}"
+
+
+# ---------------------------------------------------------------------- effects
+#: Runs ``argv`` with ``stdin``; returns (exit status, stdout, stderr).
+Runner = Callable[[Sequence[str], str], Awaitable[tuple[int, str, str]]]
+
+
+async def run_command(argv: Sequence[str], stdin: str = "") -> tuple[int, str, str]:
+    """Run ``argv`` (no shell), bounded by :data:`COMMAND_TIMEOUT_S`."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(COMMAND_TIMEOUT_S):
+            out, err = await proc.communicate(stdin.encode())
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return 124, "", f"{argv[0]} timed out after {COMMAND_TIMEOUT_S} s"
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@dataclass(frozen=True)
+class DrainVip:
+    """One VIP the drain manages (an ``l2`` VIP): name, address, interface."""
+
+    name: str
+    address: str
+    ifname: str
+
+
+class Drainer:
+    """Runs the drains of one node: forwarding after a take, ``lo`` after a release.
+
+    :param vips: the VIPs held as addresses on an interface (``l2``); others are left alone.
+    :param peer_address: the peer's own VPC address (the next hop of handed-back packets).
+    :param drain_ms: read at each move (a reload takes effect).
+    :param peer: this node's view of its peer, read at each move.
+    :param event: logs a sentence once.
+    """
+
+    def __init__(
+        self,
+        vips: Sequence[DrainVip],
+        peer_address: str,
+        drain_ms: Callable[[], int],
+        peer: Callable[[], PeerView],
+        event: Callable[[str], None],
+        runner: Runner = run_command,
+    ) -> None:
+        self.vips = {v.name: v for v in vips}
+        self.peer_address = peer_address
+        self.drain_ms = drain_ms
+        self.peer = peer
+        self.event = event
+        self.runner = runner
+        #: running drains: (kind "forward"/"linger", vip) -> (ends at, monotonic s; its timer)
+        self._ends: dict[tuple[str, str], tuple[float, asyncio.Task[None]]] = {}
+        self._lock = asyncio.Lock()
+
+    def active(self) -> dict[str, list[str]]:
+        """The VIPs draining now, by kind ("forward": taken, "linger": released)."""
+        out: dict[str, list[str]] = {"forward": [], "linger": []}
+        for kind, vip in sorted(self._ends):
+            out[kind].append(vip)
+        return out
+
+    # -------------------------------------------------------------- the actor's hooks
+    async def taking(self, vip: str, held_before: bool | None) -> None:
+        """Called by the actor just before it adds and announces ``vip``."""
+        await self._bounded(vip, self._taking(vip, held_before))
+
+    async def releasing(self, vip: str, held_before: bool | None) -> None:
+        """Called by the actor just before it removes ``vip`` from its interface."""
+        await self._bounded(vip, self._releasing(vip, held_before))
+
+    async def _bounded(self, vip: str, hook: Awaitable[None]) -> None:
+        """Run a hook within :data:`HOOK_TIMEOUT_S`; a failure is logged, never raised (the
+        move goes on without a drain)."""
+        try:
+            async with asyncio.timeout(HOOK_TIMEOUT_S):
+                await hook
+        except (OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self.event(f"drain of {vip} skipped: {why}")
+
+    async def _taking(self, vip: str, held_before: bool | None) -> None:
+        v = self.vips.get(vip)
+        if v is None:
+            return
+        async with self._lock:
+            if ("linger", vip) in self._ends:
+                await self._end("linger", vip, "taken back")
+            verdict = on_take(vip, self.drain_ms(), held_before, self.peer())
+            if not verdict.drain:
+                logger.debug("no drain for %s: %s", vip, verdict.reason)
+                return
+            ms = self.drain_ms()
+            lines = rule_lines(await self._rules(), True)
+            ok = await self._ip([*lines, route_line(self.peer_address, v.ifname)])
+            ok = ok and await self._nft(nft_forward(v.address, ms + EXPIRY_MARGIN_MS))
+            if not ok:
+                self.event(f"drain of {vip} not started: its rules could not be installed")
+                await self._remove_forwarding([vip])
+                return
+            self.event(f"draining {vip}: {verdict.reason}")
+            self._arm("forward", vip, ms)
+
+    async def _releasing(self, vip: str, held_before: bool | None) -> None:
+        v = self.vips.get(vip)
+        if v is None:
+            return
+        async with self._lock:
+            if ("forward", vip) in self._ends:
+                await self._end("forward", vip, "released")
+            verdict = on_release(vip, self.drain_ms(), held_before, self.peer())
+            if not verdict.drain:
+                logger.debug("no drain for %s: %s", vip, verdict.reason)
+                return
+            if not await self._ip([f"addr replace {v.address}/32 dev {LINGER_IF}"]):
+                self.event(f"drain of {vip} not started: cannot add it to {LINGER_IF}")
+                return
+            self.event(f"draining {vip}: {verdict.reason}")
+            self._arm("linger", vip, self.drain_ms())
+
+    # -------------------------------------------------------------- lifecycle
+    async def clean(self) -> None:
+        """Remove whatever a drain of an earlier agent left behind (it was killed)."""
+        async with self._lock:
+            await self._remove_forwarding(list(self.vips))
+            await self._remove_linger(list(self.vips))
+
+    async def close(self) -> None:
+        """Shutdown: let running drains finish (at most :data:`CLOSE_WAIT_S`), then remove
+        everything."""
+        if self._ends:
+            left = max(end for end, _ in self._ends.values()) - time.monotonic()
+            await asyncio.sleep(min(max(left, 0.0), CLOSE_WAIT_S))
+        for _, task in list(self._ends.values()):
+            task.cancel()
+        self._ends.clear()
+        await self.clean()
+
+    # -------------------------------------------------------------- internals
+    def _arm(self, kind: str, vip: str, ms: int) -> None:
+        old = self._ends.get((kind, vip))
+        if old is not None:
+            old[1].cancel()
+        task = asyncio.get_running_loop().create_task(
+            self._expire(kind, vip, ms / 1000), name=f"drain-{kind}-{vip}"
+        )
+        self._ends[(kind, vip)] = (time.monotonic() + ms / 1000, task)
+
+    async def _expire(self, kind: str, vip: str, after: float) -> None:
+        await asyncio.sleep(after)
+        async with self._lock:
+            entry = self._ends.get((kind, vip))
+            if entry is not None and entry[1] is asyncio.current_task():
+                await self._end(kind, vip, "its period is over")
+
+    async def _end(self, kind: str, vip: str, why: str) -> None:
+        """End one drain now (lock held)."""
+        entry = self._ends.pop((kind, vip), None)
+        if entry is not None and entry[1] is not asyncio.current_task():
+            entry[1].cancel()
+        if kind == "forward":
+            await self._remove_forwarding([vip])
+        else:
+            await self._remove_linger([vip])
+        what = "its forwarding rule" if kind == "forward" else f"its address on {LINGER_IF}"
+        self.event(f"drain of {vip} over ({why}): {what} removed")
+
+    async def _remove_forwarding(self, vips: Sequence[str]) -> None:
+        addresses = [self.vips[v].address for v in vips]
+        await self._nft(nft_unforward(addresses), quiet=True)
+        if any(kind == "forward" for kind, _ in self._ends):
+            return  # another VIP still forwards: the rules and the route stay
+        await self._ip(rule_lines(await self._rules(), False), force=True)
+        await self._ip([f"route flush table {TABLE}"], force=True, quiet=True)
+
+    async def _remove_linger(self, vips: Sequence[str]) -> None:
+        lines = [f"addr del {self.vips[v].address}/32 dev {LINGER_IF}" for v in vips]
+        await self._ip(lines, force=True, quiet=True)
+
+    async def _rules(self) -> list[dict[str, Any]]:
+        rc, out, err = await self.runner(["ip", "-j", "-4", "rule", "show"], "")
+        if rc != 0:
+            logger.warning("cannot read the routing rules: %s", err.strip())
+            return []
+        try:
+            rules: list[dict[str, Any]] = json.loads(out or "[]")
+        except ValueError:
+            return []
+        return rules
+
+    async def _ip(self, lines: Sequence[str], force: bool = False, quiet: bool = False) -> bool:
+        if not lines:
+            return True
+        argv = ["ip", *(["-force"] if force else []), "-batch", "-"]
+        rc, _, err = await self.runner(argv, "\n".join(lines) + "\n")
+        if rc != 0 and not quiet:
+            logger.warning("drain: ip %s failed: %s", "; ".join(lines), err.strip())
+        return rc == 0
+
+    async def _nft(self, script: str, quiet: bool = False) -> bool:
+        rc, _, err = await self.runner(["nft", "-f", "-"], script)
+        if rc != 0 and not quiet:
+            logger.warning("drain: nft failed: %s", err.strip())
+        return rc == 0
+
+
+def make_drainer(
+    config: Callable[[], AgentConfig], membership: Callable[[], Membership]
+) -> Drainer:
+    """The daemon's :class:`Drainer`: its ``l2`` VIPs, the peer's own address as next hop,
+    ``drain_ms`` and the peer's liveness read at each move (a reload takes effect)."""
+    cfg = config()
+    vips = [DrainVip(v.name, v.address, v.ifname) for v in cfg.vips if v.driver == "l2"]
+
+    def peer() -> PeerView:
+        m = membership()
+        return peer_view(cfg.peer, m.current in (PeerState.UP, PeerState.WARN), m.last())
+
+    return Drainer(vips, cfg.peer_probe_address, lambda: config().drain_ms, peer, _log)
+
+
+def _log(sentence: str) -> None:
+    """Drains are logged, not kept in ``/status``'s short list of events (moves are)."""
+    logger.info("%s", sentence)

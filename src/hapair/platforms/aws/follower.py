@@ -1,0 +1,304 @@
+"""On an AWS LB: follow the cluster's desired document in SSM Parameter Store.
+
+``hapair-desired.service`` runs ``python -m hapair.platforms.aws.follower`` with the LB role's
+credentials (which may ``ssm:GetParameter`` on ``/hapair/<cluster>/desired`` and nothing
+else of SSM's but the secrets). Every 10-30 s (jittered; doubled per throttled or failed call,
+up to 5 minutes) it reads the parameter. A version it has already applied costs nothing more.
+A new one is decoded and validated (:mod:`hapair.day2.desired`), haproxy.cfg is rendered from
+it for this LB and checked with ``haproxy -c``; then :func:`hapair.day2.follow.decide` says how
+to apply it: runtime-API steps when only the server list changed, else a seamless reload that
+keeps servers' state (:mod:`hapair.day2.runtime_apply`); changed agent timings rewrite
+agent.toml and SIGHUP the agent. Any error keeps the running configuration: the version is
+counted as rejected, logged once, and not tried again until a newer one appears.
+
+The stats password is not in the document: the node sync writes it to ``stats_password_file``
+(0600) from SSM, and a new one re-renders haproxy.cfg (a reload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from hapair.day2.desired import DesiredDoc, DocumentError, decode
+from hapair.day2.follow import FollowPlan, Schedule, decide, next_delay
+from hapair.day2.runtime_apply import cookie_key, reload_keeping_state, run_steps
+from hapair.errors import OperationError
+from hapair.fileio import write_atomic
+from hapair.platforms.aws import userdata
+from hapair.platforms.aws.client import THROTTLING
+from hapair.render.haproxy import check_haproxy, render_haproxy_settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FollowerConfig:
+    """Where the follower reads and writes (the defaults are the AWS LB's paths).
+
+    :ivar parameter: the desired document's parameter (``/hapair/<cluster>/desired``).
+    :ivar reload_command: a seamless master-worker reload (starts HAProxy when it is down).
+    :ivar agent_reload_command: makes the agent re-read agent.toml (SIGHUP).
+    """
+
+    cluster: str
+    node: str
+    region: str
+    parameter: str
+    haproxy_cfg: str = userdata.HAPROXY_CFG
+    stats_socket: str = userdata.STATS_SOCKET
+    server_state_file: str = userdata.SERVER_STATE_FILE
+    stats_password_file: str = userdata.STATS_PASSWORD_FILE
+    cert_file: str = userdata.CERT_FILE
+    agent_toml: str = userdata.AGENT_TOML
+    reload_command: tuple[str, ...] = ("systemctl", "reload-or-restart", "haproxy.service")
+    agent_reload_command: tuple[str, ...] = (
+        "systemctl",
+        "kill",
+        "--signal=HUP",
+        "hapair-agent.service",
+    )
+    schedule: Schedule = field(default_factory=Schedule)
+
+
+def _run(argv: tuple[str, ...]) -> None:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise OperationError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()}")
+
+
+class Follower:
+    """The follower's state between polls: what runs, at which version, and counters.
+
+    :param ssm: an SSM client with the LB role's credentials.
+    :param check: validates a rendered haproxy.cfg (default ``haproxy -c``).
+    :param run: runs a command (the reloads); tests record them.
+    """
+
+    def __init__(
+        self,
+        cfg: FollowerConfig,
+        ssm: Any,
+        *,
+        check: Callable[[str], None] = check_haproxy,
+        run: Callable[[tuple[str, ...]], None] = _run,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg, self.ssm, self.check, self.run = cfg, ssm, check, run
+        self.rng = rng or random.Random()
+        self.running: DesiredDoc | None = None
+        self.version = 0
+        self.password: str | None = None
+        self.rejected = 0  # the last version refused (not tried again)
+        self.failures = 0  # consecutive throttled or failed calls
+        self.counters: Counter[str] = Counter()
+
+    def delay(self) -> float:
+        """Seconds until the next poll."""
+        return next_delay(self.cfg.schedule, self.failures, self.rng)
+
+    def tick(self) -> str:
+        """Poll once and apply a new version; returns what happened, as a sentence."""
+        try:
+            res = self.ssm.get_parameter(Name=self.cfg.parameter)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+            self.failures += 1
+            kind = "throttled" if code in THROTTLING else "fetch_errors"
+            self.counters[kind] += 1
+            return f"{kind.replace('_', ' ')}: {code}; next poll backs off"
+        except BotoCoreError as exc:
+            self.failures += 1
+            self.counters["fetch_errors"] += 1
+            return f"fetch error: {exc}; next poll backs off"
+        self.failures = 0
+        p = res["Parameter"]
+        version = int(p.get("Version", 0))
+        password = self._password()
+        if version == self.version and password == self.password:
+            self.counters["unchanged"] += 1
+            return f"version {version} unchanged"
+        if version == self.rejected and password == self.password:
+            self.counters["unchanged"] += 1
+            return f"version {version} was rejected; keeping version {self.version}"
+        try:
+            return self._apply(version, str(p.get("Value", "")), password)
+        except (DocumentError, OperationError) as exc:
+            self.rejected = version
+            self.counters["rejected"] += 1
+            logger.error(
+                "desired version %d rejected, keeping version %d: %s", version, self.version, exc
+            )
+            return f"version {version} rejected: {exc}"
+
+    def _password(self) -> str | None:
+        try:
+            return Path(self.cfg.stats_password_file).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _apply(self, version: int, value: str, password: str | None) -> str:
+        doc = decode(value, self.cfg.cluster)
+        if password is None:
+            raise OperationError(
+                f"no stats password in {self.cfg.stats_password_file} yet (the node sync writes it)"
+            )
+        plan = decide(self.running, doc)
+        if self.running is not None and password != self.password:
+            plan = replace(
+                plan,
+                reload=True,
+                rewrite=True,
+                steps=(),
+                reasons=(*plan.reasons, "stats password changed"),
+            )
+        text = self.render(doc, password)
+        if plan.rewrite:
+            self.check(text)  # haproxy -c: a refusal keeps the running config
+        done = self._haproxy(plan, doc, text, password)
+        if plan.agent:
+            done.append(self._agent(doc))
+        self.running, self.version, self.password = doc, version, password
+        self.counters["applied"] += 1
+        line = f"version {version} applied ({doc.digest()}): {plan.reason()}"
+        logger.info("%s%s", line, f"; {'; '.join(done)}" if done else "")
+        return line
+
+    def render(self, doc: DesiredDoc, password: str) -> str:
+        """This LB's haproxy.cfg for ``doc``."""
+        c = self.cfg
+        return render_haproxy_settings(
+            doc.haproxy,
+            node=c.node,
+            cluster=c.cluster,
+            web_port=doc.web_port,
+            backends=[(s.name, s.address) for s in doc.servers],
+            stats_socket=c.stats_socket,
+            stats_password=password,
+            cert_path=c.cert_file if doc.haproxy.https else None,
+            server_state_file=c.server_state_file,
+        )
+
+    def _haproxy(self, plan: FollowPlan, doc: DesiredDoc, text: str, password: str) -> list[str]:
+        c = self.cfg
+        if not plan.rewrite:
+            return []
+        done: list[str] = []
+        reload = plan.reload
+        if not reload:
+            try:
+                done += run_steps(c.stats_socket, doc, plan.steps, cookie_key(password))
+            except OperationError as exc:  # RuntimeApiError included: a reload gets there
+                self.counters["runtime_fallbacks"] += 1
+                logger.warning("runtime API refused a step (%s): reloading instead", exc)
+                reload = True
+        write_atomic(Path(c.haproxy_cfg), text, mode=0o600)
+        if reload:
+            done.append(
+                reload_keeping_state(
+                    c.stats_socket,
+                    Path(c.server_state_file),
+                    lambda: self.run(c.reload_command),
+                    doc,
+                )
+            )
+        return done
+
+    def _agent(self, doc: DesiredDoc) -> str:
+        """Write the document's timings into agent.toml when they differ, and tell the agent
+        (one that does not run reads them when it starts: not an error)."""
+        from hapair.agent.config import dump_toml, load_agent_config
+
+        path = Path(self.cfg.agent_toml)
+        if not path.exists():
+            return "no agent.toml: agent timings not applied"
+        current = load_agent_config(path)
+        if all(getattr(current, k) == v for k, v in doc.agent.items()):
+            return "agent timings already in agent.toml"
+        write_atomic(path, dump_toml(current.model_copy(update=dict(doc.agent))), mode=0o600)
+        try:
+            self.run(self.cfg.agent_reload_command)
+        except OperationError as exc:
+            logger.warning("agent.toml written but the agent was not told (%s)", exc)
+            return "agent timings written; the agent reads them when it starts"
+        return "agent timings written, agent told to reload (SIGHUP)"
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set (boto3 and the socket calls run in a worker thread)."""
+        while not stop.is_set():
+            line = await asyncio.to_thread(self.tick)
+            if "unchanged" in line:
+                logger.debug("%s", line)
+            else:
+                logger.info("%s", line)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.delay())
+
+
+def config_from_node_json(path: Path) -> FollowerConfig:
+    """The follower's configuration from the LB's ``node.json`` (the node sync's).
+
+    :raises OperationError: ``node.json`` names no desired parameter (an older ``up``).
+    """
+    from hapair.platforms.aws.nodesync import NodeConfig
+
+    node = NodeConfig.load(path)
+    if not node.desired_parameter:
+        raise OperationError(f"{path}: no desired_parameter; run `hapair up` to update the LBs")
+    return FollowerConfig(
+        cluster=node.cluster,
+        node=node.node,
+        region=node.region,
+        parameter=node.desired_parameter,
+        haproxy_cfg=node.haproxy_cfg,
+        stats_password_file=node.stats_password_file,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hapair.platforms.aws.follower [--config node.json] [--once]``."""
+    import boto3
+    from botocore.config import Config
+
+    parser = argparse.ArgumentParser(description="hapair: follow the desired configuration")
+    parser.add_argument("--config", type=Path, default=Path(userdata.NODE_JSON))
+    parser.add_argument("--once", action="store_true", help="poll once, apply, exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_from_node_json(args.config)
+    # One attempt per poll: the follower's own schedule backs off on throttling.
+    ssm = boto3.session.Session(region_name=cfg.region).client(
+        "ssm", config=Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    )
+    follower = Follower(cfg, ssm)
+    if args.once:
+        line = follower.tick()
+        logger.info("%s", line)
+        return 0 if follower.running is not None else 1
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await follower.run_forever(stop)
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

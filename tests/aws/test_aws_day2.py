@@ -1,0 +1,306 @@
+"""Day 2 on AWS against moto: `apply` changes the web fleet and the desired document the LBs
+follow (drain before terminate); an LB's follower fetches it with the LB role and applies each
+new version once, refuses a bad one and keeps what runs, and backs off when throttled."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from tests.aws.conftest import REGION, aws_plan, flt
+from tests.aws.test_aws_iam import lb_session
+
+from hapair.day2.desired import decode
+from hapair.day2.follow import Schedule
+from hapair.plan import make_plan
+from hapair.platforms.aws import AwsPlatform, desired
+from hapair.platforms.aws.day2 import plan_apply, run_apply
+from hapair.platforms.aws.follower import Follower, FollowerConfig
+from hapair.platforms.aws.layout import make_layout
+from hapair.spec import parse
+
+HAPAIR = str(Path(sys.executable).parent / "hapair")
+
+
+def running_webs(ec2: Any, cluster: str) -> list[str]:
+    """Names of the cluster's web instances that are pending or running."""
+    res = ec2.describe_instances(
+        Filters=[
+            *flt(cluster),
+            {"Name": "tag:hapair:role", "Values": ["web"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+    )
+    names = [
+        {t["Key"]: t["Value"] for t in i["Tags"]}["hapair:node"]
+        for r in res["Reservations"]
+        for i in r["Instances"]
+    ]
+    return sorted(names, key=lambda n: int(n[3:]))
+
+
+def stored(cluster: str) -> tuple[list[list[str]], int]:
+    """The servers of the published document and its version."""
+    ssm = boto3.client("ssm", region_name=REGION)
+    p = ssm.get_parameter(Name=f"/hapair/{cluster}/desired")["Parameter"]
+    return json.loads(p["Value"])["servers"], int(p["Version"])
+
+
+def test_apply_adds_and_removes_web_instances_and_the_document_follows(
+    platform: AwsPlatform, ec2: Any, ami: str, cluster_name: str
+) -> None:
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=3))
+    servers, v1 = stored(c)
+    assert [s[0] for s in servers] == ["web1", "web2", "web3"] and v1 == 1
+    lbs_before = platform.status(c)["nodes"][:2]
+
+    # Up to 5: two instances launched and running before the new version lists them.
+    said: list[str] = []
+    plan5 = aws_plan(c, ami, size=5)
+    ap = plan_apply(platform, plan5)
+    assert [n.name for n in ap.add] == ["web4", "web5"] and ap.remove == ()
+    assert "runtime api: servers: add web4" in "\n".join(ap.lines(30))
+    version = run_apply(platform, plan5, ap, said.append, 30, sleep=lambda s: None)
+    servers, v2 = stored(c)
+    assert v2 == version == 2
+    assert [s for s in servers] == [[f"web{i}", f"10.20.1.{20 + i}", "ready"] for i in range(1, 6)]
+    assert running_webs(ec2, c) == ["web1", "web2", "web3", "web4", "web5"]
+
+    # Down to 2: web3..5 drained in a published version, still running while it is served,
+    # then terminated, then the final version without them.
+    seen: dict[str, Any] = {}
+
+    def wait(seconds: float) -> None:
+        seen["servers"], seen["version"] = stored(c)
+        seen["running"] = running_webs(ec2, c)
+        seen["seconds"] = seconds
+
+    plan2 = aws_plan(c, ami, size=2)
+    ap = plan_apply(platform, plan2)
+    assert [x.name for x in ap.remove] == ["web3", "web4", "web5"] and ap.add == ()
+    version = run_apply(platform, plan2, ap, said.append, 7, poll_bound_s=30, sleep=wait)
+    assert seen["version"] == 3 and seen["seconds"] == 37
+    assert [s[2] for s in seen["servers"]] == ["ready", "ready", "drain", "drain", "drain"]
+    assert seen["running"] == ["web1", "web2", "web3", "web4", "web5"]
+    servers, v4 = stored(c)
+    assert v4 == version == 4 and [s[0] for s in servers] == ["web1", "web2"]
+    assert running_webs(ec2, c) == ["web1", "web2"]
+    assert platform.status(c)["nodes"][:2] == lbs_before  # the LBs were not touched
+    assert any("in drain" in s for s in said) and any("terminated web3" in s for s in said)
+
+    # The same spec again: nothing to change, no new version.
+    again = plan_apply(platform, plan2)
+    assert again.empty
+    platform.down(c)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HAPAIR, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_and_an_invalid_spec_change_nothing(
+    platform: AwsPlatform, ec2: Any, ami: str, cluster_name: str, tmp_path: Path
+) -> None:
+    c = cluster_name
+    platform.up(
+        aws_plan(
+            c,
+            ami,
+            size=2,
+        )
+    )
+    before = (stored(c), running_webs(ec2, c))
+    spec = tmp_path / "hapair.toml"
+    base = f'[cluster]\nname = "{c}"\nplatform = "aws"\n[aws]\nami = "{ami}"\n'
+    spec.write_text(base + '[web]\nsize = 4\n[admin]\ncidrs = ["192.0.2.0/24"]\n')
+    dry = _cli("apply", "--spec", str(spec), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "launch web3, web4 and wait until they run" in dry.stdout
+    assert f"/hapair/{c}/desired in us-east-1: version 1" in dry.stdout
+    scale = _cli("scale", "--web", "1", "--spec", str(spec), "--dry-run")
+    assert scale.returncode == 0, scale.stderr
+    assert "publish a version with web2 in drain" in scale.stdout
+    spec.write_text(base + '[web]\nsize = 4\n[haproxy]\nbalance = "random"\n')
+    bad = _cli("apply", "--spec", str(spec))
+    assert bad.returncode == 2 and "haproxy.balance" in bad.stderr, bad.stderr
+    assert (stored(c), running_webs(ec2, c)) == before
+    platform.down(c)
+
+
+class FakeHaproxy:
+    """HAProxy's stats socket, as far as the follower uses it: records every command."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.pid, self.commands = path, 100, []
+        self.servers: dict[str, str] = {}
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                cmd = conn.recv(65536).decode().strip()
+                conn.sendall(self.answer(cmd).encode())
+
+    def answer(self, cmd: str) -> str:
+        if cmd == "show info":
+            return f"Name: HAProxy\nPid: {self.pid}\n"
+        self.commands.append(cmd)
+        if cmd == "show servers state":
+            return "1\n# be_id be_name srv_id srv_name\n" + "".join(
+                f"3 web {i} {n}\n" for i, n in enumerate(self.servers, 1)
+            )
+        if cmd == "show stat":
+            rows = "".join(f"web,{n},0,UP,L7OK\n" for n in self.servers)
+            return "# pxname,svname,scur,status,check_status\n" + rows
+        words = cmd.split()
+        if words[:2] == ["add", "server"]:
+            self.servers[words[2].split("/")[1]] = "ready"
+            return "New server registered.\n"
+        if words[:2] == ["del", "server"]:
+            self.servers.pop(words[2].split("/")[1], None)
+            return "Server deleted.\n"
+        return ""
+
+    def reload(self, servers: list[str]) -> None:
+        self.pid += 1
+        self.servers = dict.fromkeys(servers, "ready")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def lb(tmp_path: Path) -> Any:
+    fake = FakeHaproxy(tmp_path / "admin.sock")
+    (tmp_path / "stats.password").write_text("pw\n")
+    yield fake
+    fake.close()
+
+
+def follower_for(c: str, tmp_path: Path, fake: FakeHaproxy, ssm: Any, log: list[Any]) -> Follower:
+    cfg = FollowerConfig(
+        cluster=c,
+        node="lb1",
+        region=REGION,
+        parameter=desired.parameter(c),
+        haproxy_cfg=str(tmp_path / "haproxy.cfg"),
+        stats_socket=str(fake.path),
+        server_state_file=str(tmp_path / "server-state"),
+        stats_password_file=str(tmp_path / "stats.password"),
+        agent_toml=str(tmp_path / "agent.toml"),
+        schedule=Schedule(10, 30, 300),
+    )
+
+    def run(argv: tuple[str, ...]) -> None:
+        log.append(argv)
+        if "haproxy.service" in argv:
+            text = (tmp_path / "haproxy.cfg").read_text()
+            fake.reload([ln.split()[1] for ln in text.splitlines() if ln.startswith("    server ")])
+
+    return Follower(cfg, ssm, check=lambda text: log.append("haproxy -c"), run=run)
+
+
+def test_the_follower_applies_each_new_version_once_and_refuses_bad_ones(
+    platform: AwsPlatform, ami: str, cluster_name: str, tmp_path: Path, aws_env: str, lb: Any
+) -> None:
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=2))
+    ssm = lb_session(aws_env, c).client("ssm", endpoint_url=aws_env)
+    log: list[Any] = []
+    f = follower_for(c, tmp_path, lb, ssm, log)
+    assert f.tick().startswith("version 1 applied")
+    assert log == ["haproxy -c", ("systemctl", "reload-or-restart", "haproxy.service")]
+    cfg = (tmp_path / "haproxy.cfg").read_text()
+    assert "server web2 10.20.1.22:80 cookie web2 check" in cfg and "pw" in cfg
+    assert "server-state-file" in cfg
+    assert f.tick() == "version 1 unchanged" and len(log) == 2
+
+    # A third web server: added through the runtime API, no reload; haproxy.cfg follows.
+    aws = platform.aws()
+    plan3 = aws_plan(c, ami, size=3)
+    ap = plan_apply(platform, plan3)
+    run_apply(platform, plan3, ap, lambda s: None, 1, sleep=lambda s: None)
+    line = f.tick()
+    assert line.startswith("version 2 applied") and "runtime api: servers: add web3" in line
+    assert len(log) == 3  # haproxy -c only: no reload
+    assert any(cmd.startswith("add server web/web3 10.20.1.23:80") for cmd in lb.commands)
+    assert "server web3 10.20.1.23:80" in (tmp_path / "haproxy.cfg").read_text()
+
+    # A malformed, then an oversized (inflates too much) version: refused once each, counted,
+    # and what runs stays; the next good version applies.
+    good = (tmp_path / "haproxy.cfg").read_text()
+    raw = boto3.client("ssm", region_name=REGION)
+    name = desired.parameter(c)
+    raw.put_parameter(Name=name, Value='{"schema": 1}', Type="String", Overwrite=True)
+    assert "version 3 rejected" in f.tick() and f.tick().startswith("version 3 was rejected")
+    bomb = "z1:" + base64.b64encode(zlib.compress(b" " * 2_000_000, 9)).decode()
+    raw.put_parameter(Name=name, Value=bomb, Type="String", Overwrite=True)
+    assert "inflates to more than" in f.tick()
+    assert f.counters["rejected"] == 2 and f.version == 2
+    assert (tmp_path / "haproxy.cfg").read_text() == good and len(log) == 3
+    # A changed setting: a seamless reload, the servers' state dumped first and removed after.
+    data = aws_plan(c, ami, size=3).spec.model_dump(mode="python")
+    data["haproxy"]["balance"] = "leastconn"
+    plan_lc = make_plan(parse(data))
+    v = desired.publish(aws, c, desired.document(plan_lc, make_layout(plan_lc)))
+    line = f.tick()
+    assert line.startswith(f"version {v} applied") and "seamless reload" in line
+    assert "show servers state" in lb.commands and not (tmp_path / "server-state").exists()
+    assert log[-1] == ("systemctl", "reload-or-restart", "haproxy.service")
+    assert "balance leastconn" in (tmp_path / "haproxy.cfg").read_text()
+    assert decode(raw.get_parameter(Name=name)["Parameter"]["Value"], c) == f.running
+    platform.down(c)
+
+
+class Throttled:
+    """An SSM client whose first ``n`` GetParameter calls are throttled."""
+
+    def __init__(self, real: Any, n: int) -> None:
+        self.real, self.n, self.calls = real, n, 0
+
+    def get_parameter(self, **kw: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.n:
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                "GetParameter",
+            )
+        return self.real.get_parameter(**kw)
+
+
+def test_a_throttled_fetch_backs_off_then_recovers(
+    platform: AwsPlatform, ami: str, cluster_name: str, tmp_path: Path, aws_env: str, lb: Any
+) -> None:
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=1))
+    ssm = Throttled(lb_session(aws_env, c).client("ssm", endpoint_url=aws_env), 4)
+    f = follower_for(c, tmp_path, lb, ssm, [])
+    calm = max(f.delay() for _ in range(50))
+    assert calm <= 30
+    lines = [f.tick() for _ in range(4)]
+    assert all(x.startswith("throttled: ThrottlingException") for x in lines)
+    assert f.failures == 4 and f.counters["throttled"] == 4
+    assert max(f.delay() for _ in range(50)) > 30  # backed off beyond the calm interval
+    assert all(f.delay() <= 300 for _ in range(50))
+    assert f.tick().startswith("version 1 applied") and f.failures == 0
+    assert max(f.delay() for _ in range(50)) <= 30
+    platform.down(c)
