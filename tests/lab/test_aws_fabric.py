@@ -93,7 +93,7 @@ def test_crash_of_lb1_moves_eip1_with_one_call_and_fails_back_with_one(aws: Lab)
     aws.platform.kill(aws.name, "lb1", "machine")
     aws.wait_for("EIP1 served by lb2", lambda: served_by(aws, 1) == "lb2", 5)
     took = time.monotonic() - t0
-    assert aws.owners()["vip1"] == ["lb2"]
+    aws.wait_for("the igw to say so", lambda: aws.owners()["vip1"] == ["lb2"], 1)
     assert served_by(aws, 2) == "lb2"
     calls = agent_calls(aws)[before:]
     assert [(c["ip"], c["from"]) for c in calls] == [("198.18.0.112", "198.18.0.12")], calls

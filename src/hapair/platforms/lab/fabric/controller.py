@@ -88,7 +88,8 @@ def nft(script: str) -> None:
 
 def forget_connections(addresses: list[str]) -> int:
     """Delete this namespace's conntrack entries of connections to ``addresses``; returns how
-    many. Best effort: an error is logged, not raised."""
+    many. Best effort: an error is logged, not raised. Runs in a thread of its own (the igw's
+    table holds every recent connection of the clients: a dump takes up to about a second)."""
     try:
         from pyroute2 import Conntrack  # imported at start (main): it takes ~0.5 s
 
@@ -97,10 +98,14 @@ def forget_connections(addresses: list[str]) -> int:
         try:
             for entry in list(ct.dump_entries()):
                 if entry.tuple_orig.daddr in addresses:
-                    ct.delete(entry)
+                    try:
+                        ct.delete(entry)
+                    except Exception:  # gone meanwhile (it timed out, or another sweep)
+                        continue
                     n += 1
         finally:
             ct.close()
+        logger.info("forgot %d connections to %s", n, ", ".join(addresses))
         return n
     except Exception as exc:  # netlink errors of any kind: best effort
         logger.warning("could not forget connections to %s: %s", ", ".join(addresses), exc)
@@ -188,20 +193,22 @@ class FabricController:
         nft(maps_script(self.prop.applied))
         if not initial:
             self.counts["changes_applied"] += len(addresses)
-            forgot = forget_connections(addresses)
             now = time.monotonic()
+            self.write()  # first: readers of the file see what the igw does now
             for address in addresses:
                 logger.info(
-                    "%s -> %s: igw updated %.0f ms after the API showed it; %d connections "
-                    "forgotten",
+                    "%s -> %s: igw updated %.0f ms after the API showed it",
                     self._label(address),
                     self.prop.applied[address] or "dropped (associated with nothing)",
                     (now - self.seen_at.get(address, now)) * 1000,
-                    forgot,
                 )
+            # A dump of the igw's conntrack table takes a while under load: not in the loop.
+            threading.Thread(
+                target=forget_connections, args=(addresses,), name="forget", daemon=True
+            ).start()
         else:
             logger.info("igw starts with %s", json.dumps(self.prop.applied, sort_keys=True))
-        self.write()
+            self.write()
 
     def run(self) -> None:
         """Until :attr:`stop` is set: read every ``poll_s``, sooner when a change is due."""
