@@ -207,8 +207,9 @@ class AwsSpec(_Model):
     # its pinned dependencies, from the cluster's private bucket; else what `pip install`
     # takes (a version, URL or path), as an explicit override.
     pip_spec: PipSpec = ""  # type: ignore[valid-type]
-    # An EC2 interface VPC endpoint, so an LB whose EIP has moved away can still reach the EC2
-    # API to take it back (~0.01 USD/h); off = the agents rely on their public addresses.
+    # VPC endpoints (EC2 and SSM interface, S3 gateway), so an LB whose EIP has moved away can
+    # still reach the EC2 API to take it back, its secrets and its wheel (~0.02 USD/h per AZ);
+    # off = the LBs rely on their public addresses.
     ec2_endpoint: StrictBool = True
     # The agents' timings: "aws" = every [ha] timing left at the lab's default takes the AWS
     # profile (heartbeat 1 s, deadtime 5 s, initdead 10 min; docs/aws.md); "spec" = [ha] as is.

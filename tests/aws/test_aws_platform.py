@@ -111,7 +111,21 @@ def test_up_is_idempotent(platform: AwsPlatform, ec2: Any, iam: Any, ami: str, c
     platform.up(plan)
     first = count(ec2, iam, cluster_name)
     assert first["vpcs"] == 1 and first["sgs"] == 3 and first["eips"] == 2
-    assert first["lb_enis"] == 2 and len(first["instances"]) == 4 and first["endpoints"] == 1
+    assert first["lb_enis"] == 2 and len(first["instances"]) == 4 and first["endpoints"] == 3
+    # An LB without a public address still reaches EC2 and SSM (interface endpoints with
+    # private DNS) and its wheel in S3 (a gateway endpoint on the cluster's route table).
+    eps = {
+        next(t["Value"] for t in e["Tags"] if t["Key"] == "Name"): e
+        for e in ec2.describe_vpc_endpoints(Filters=flt(cluster_name))["VpcEndpoints"]
+    }
+    for svc in ("ec2", "ssm"):
+        ep = eps[f"{cluster_name}-{svc}-endpoint"]
+        assert ep["VpcEndpointType"] == "Interface" and ep["PrivateDnsEnabled"] is True
+        assert ep["ServiceName"].endswith(f".{svc}")
+    s3ep = eps[f"{cluster_name}-s3-endpoint"]
+    assert s3ep["VpcEndpointType"] == "Gateway" and s3ep["ServiceName"].endswith(".s3")
+    rtbs = ec2.describe_route_tables(Filters=flt(cluster_name))["RouteTables"]
+    assert s3ep["RouteTableIds"] == [rtbs[0]["RouteTableId"]]
     assert first["roles"] == 2 and first["buckets"] == 1
     assert first["secrets"] == 4  # three secrets and the LBs' desired document
     steps: list[str] = []

@@ -70,7 +70,11 @@ def estimate(layout: AwsLayout, *, endpoint: bool = True) -> list[CostLine]:
     lines.append(CostLine("public IPv4 address (2 EIPs + web egress)", public, PUBLIC_IPV4_HOURLY))
     if endpoint:
         lines.append(
-            CostLine("EC2 interface endpoint (per AZ)", len(layout.subnets), ENDPOINT_HOURLY)
+            CostLine(
+                "EC2 + SSM interface endpoints (per AZ; the S3 gateway endpoint is free)",
+                2 * len(layout.subnets),
+                ENDPOINT_HOURLY,
+            )
         )
     return lines
 

@@ -1,6 +1,7 @@
 """The network: VPC, subnet(s), internet gateway, route table with a default route, and the
-optional EC2 interface endpoint. ``ensure_network`` creates what is missing; ``delete_network``
-removes it all in dependency order and waits until it is gone."""
+optional VPC endpoints (EC2 and SSM interface endpoints, the S3 gateway endpoint).
+``ensure_network`` creates what is missing; ``delete_network`` removes it all in dependency
+order and waits until it is gone."""
 
 from __future__ import annotations
 
@@ -169,28 +170,49 @@ def ensure_network(aws: Aws, layout: AwsLayout, inv: Inventory) -> NetworkIds:
     return NetworkIds(vpc_id, subnets, igw_id, rtb_id)
 
 
-def ensure_endpoint(
+#: The VPC endpoints, by name: (service, type). An LB whose EIP sits on its peer has no public
+#: address; through these it still calls the EC2 API (to take its EIP back), reads its secrets
+#: and desired document (SSM) and fetches hapair's wheel (S3, a gateway endpoint: free).
+ENDPOINTS = {
+    "ec2-endpoint": ("ec2", "Interface"),
+    "ssm-endpoint": ("ssm", "Interface"),
+    "s3-endpoint": ("s3", "Gateway"),
+}
+
+
+def ensure_endpoints(
     aws: Aws, layout: AwsLayout, inv: Inventory, net: NetworkIds, group_id: str
-) -> str:
-    """The EC2 interface endpoint with private DNS, so an LB without a public address (its EIP
-    has moved to the peer) still reaches the EC2 API to take it back."""
+) -> dict[str, str]:
+    """The cluster's VPC endpoints (:data:`ENDPOINTS`): interface endpoints with private DNS in
+    every subnet, the S3 gateway endpoint on the route table. Returns their ids by name."""
     c = layout.cluster
-    found = inv.by_name(inv.endpoints, "ec2-endpoint")
-    if found is not None:
-        return str(found["VpcEndpointId"])
-    res = aws.must(
-        aws.ec2.create_vpc_endpoint,
-        f"vpc endpoint {c}-ec2-endpoint",
-        retry=NOT_VISIBLE_YET,
-        VpcEndpointType="Interface",
-        VpcId=net.vpc,
-        ServiceName=f"com.amazonaws.{aws.region}.ec2",
-        SubnetIds=sorted(net.subnets.values()),
-        SecurityGroupIds=[group_id],
-        PrivateDnsEnabled=True,
-        TagSpecifications=tag_spec("vpc-endpoint", cluster_tags(c, "ec2-endpoint")),
-    )
-    return str(res["VpcEndpoint"]["VpcEndpointId"])
+    ids: dict[str, str] = {}
+    for name, (service, kind) in ENDPOINTS.items():
+        found = inv.by_name(inv.endpoints, name)
+        if found is not None:
+            ids[name] = str(found["VpcEndpointId"])
+            continue
+        where: dict[str, Any] = (
+            {
+                "SubnetIds": sorted(net.subnets.values()),
+                "SecurityGroupIds": [group_id],
+                "PrivateDnsEnabled": True,
+            }
+            if kind == "Interface"
+            else {"RouteTableIds": [net.route_table]}
+        )
+        res = aws.must(
+            aws.ec2.create_vpc_endpoint,
+            f"vpc endpoint {c}-{name}",
+            retry=NOT_VISIBLE_YET,
+            VpcEndpointType=kind,
+            VpcId=net.vpc,
+            ServiceName=f"com.amazonaws.{aws.region}.{service}",
+            TagSpecifications=tag_spec("vpc-endpoint", cluster_tags(c, name)),
+            **where,
+        )
+        ids[name] = str(res["VpcEndpoint"]["VpcEndpointId"])
+    return ids
 
 
 def delete_endpoints(aws: Aws, inv: Inventory) -> None:

@@ -11,6 +11,7 @@ from hapair.platforms.aws.client import tags_of
 from hapair.platforms.aws.cost import INSTANCE_HOURLY
 from hapair.platforms.aws.inventory import Inventory
 from hapair.platforms.aws.layout import AwsLayout
+from hapair.platforms.aws.network import ENDPOINTS
 from hapair.platforms.aws.secrets import SECRETS
 from hapair.platforms.aws.security import GROUPS, desired_rules, observed_rules
 from hapair.spec import Spec
@@ -82,11 +83,12 @@ def plan_changes(spec: Spec, layout: AwsLayout, inv: Inventory) -> list[Change]:
         f"String, standard tier: what the LBs serve ({len(layout.webs)} web servers)",
     )
     if spec.aws.ec2_endpoint:
-        one(
-            inv.by_name(inv.endpoints, "ec2-endpoint") is not None,
-            f"vpc endpoint {c}-ec2-endpoint",
-            "EC2 API reachable without a public address",
-        )
+        for name, (service, kind) in ENDPOINTS.items():
+            one(
+                inv.by_name(inv.endpoints, name) is not None,
+                f"vpc endpoint {c}-{name}",
+                f"{service} ({kind.lower()}): reachable without a public address",
+            )
     for vip in layout.vips:
         addr = inv.address(vip.name)
         detail = f"home {vip.home}" + (f", {addr['PublicIp']}" if addr else "")

@@ -96,8 +96,8 @@ def prepare(platform: AwsPlatform, plan: Plan, progress: Progress) -> Prepared:
     progress("secrets in SSM Parameter Store (SecureString)")
     secrets.ensure_secrets(aws, c, spec.haproxy.stats_password)
     if spec.aws.ec2_endpoint:
-        progress("EC2 interface endpoint")
-        network.ensure_endpoint(aws, layout, inv, net, groups["endpoint"])
+        progress("VPC endpoints: EC2 and SSM (interface), S3 (gateway)")
+        network.ensure_endpoints(aws, layout, inv, net, groups["endpoint"])
     progress("elastic ips")
     eips = instances.ensure_eips(aws, c, [(v.name, v.home) for v in layout.vips], inv)
     progress("LB network interfaces (primary + secondary address)")
