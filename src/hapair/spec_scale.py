@@ -96,14 +96,18 @@ def _check_etcd_lab(spec: Spec) -> None:
 
 
 def require_buildable(spec: Spec) -> None:
-    """``up`` builds pairs only, for now: more LBs or VIPs pass ``hapair check`` (the spec is
-    final) but the agents cannot run them yet.
+    """``up`` builds more than a pair on the lab only, where the agents place VIPs over N
+    nodes through the lab's etcd; the AWS platform builds pairs (etcd on the LB instances is
+    on paper, docs/scale.md).
 
     :raises UsageError: saying so.
     """
-    if spec.lb.count != 2 or len(spec.network.vips) != 2:
+    if spec.lb.count == 2 and len(spec.network.vips) == 2:
+        return
+    if spec.cluster.platform != "lab":
         raise UsageError(
             f"lb.count = {spec.lb.count} with {len(spec.network.vips)} floating IPs is a valid "
-            "spec, but `up` builds 2 LBs with 2 floating IPs only until the agents place VIPs "
-            "over N nodes (issue 13); set lb.count = 2 and list 2 network.vips"
+            f'spec, but cluster.platform = "{spec.cluster.platform}" builds 2 LBs with 2 '
+            'floating IPs only; use cluster.platform = "lab", or set lb.count = 2 and list '
+            "2 network.vips"
         )

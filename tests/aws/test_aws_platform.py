@@ -360,8 +360,8 @@ def test_cost_estimate(ami: str) -> None:
     lines = estimate_of(aws_plan("c", ami, size=3))
     text = format_estimate(lines)
     assert "5 × t3.small instance" in text
-    # 5 × t3.small + 5 volumes + 5 public IPv4 (2 EIPs, 3 web) + 1 endpoint
-    assert total(lines) == pytest.approx(5 * 0.0208 + 5 * 8 * 0.08 / 730 + 5 * 0.005 + 0.01)
+    # 5 × t3.small + 5 volumes + 5 public IPv4 (2 EIPs, 3 web) + EC2 and SSM endpoints, 1 AZ
+    assert total(lines) == pytest.approx(5 * 0.0208 + 5 * 8 * 0.08 / 730 + 5 * 0.005 + 2 * 0.01)
 
 
 def estimate_of(plan: Plan) -> Any:

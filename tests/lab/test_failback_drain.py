@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from tests.lab.conftest import Lab, lab_name, start_lab
 
-from hapair.agent.drain import NFT_SET, TABLE
+from hapair.agent.drainplan import NFT_SET, TABLE
 from hapair.platforms.lab.paths import LabPaths
 from hapair.spec import parse
 

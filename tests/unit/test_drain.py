@@ -9,16 +9,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from hapair.agent import drain
+from hapair.agent import drainplan
 from hapair.agent.actor import VipActor
-from hapair.agent.drain import (
-    Drainer,
-    DrainVip,
-    PeerView,
-    on_release,
-    on_take,
-    rule_lines,
-)
+from hapair.agent.drain import Drainer, DrainVip
+from hapair.agent.drainplan import PeerView, on_release, on_take, rule_lines
 from hapair.agent.resources.base import FakeFloatingIP
 
 LIVE = PeerView("lb2", live=True, serving=True, holds=frozenset({"vip1"}))
@@ -63,7 +57,7 @@ def test_a_take_from_a_live_serving_peer_drains() -> None:
 def test_no_drain_after_a_crash_or_a_re_announce(
     drain_ms: int, held: bool, peer: PeerView, reason: str
 ) -> None:
-    assert on_take("vip1", drain_ms, held, peer) == drain.Verdict(False, reason)
+    assert on_take("vip1", drain_ms, held, peer) == drainplan.Verdict(False, reason)
 
 
 def test_a_release_to_a_live_peer_keeps_the_address_on_lo() -> None:
@@ -92,13 +86,13 @@ def test_rules_move_local_behind_the_mark_rule_and_back() -> None:
 
 
 def test_nft_scripts_rearm_and_remove_the_set_element() -> None:
-    script = drain.nft_forward("198.19.255.1", 6000)
+    script = drainplan.nft_forward("198.19.255.1", 6000)
     assert script.splitlines() == [
         "add element inet hapair drain_vips { 198.19.255.1 timeout 6000ms }",
         "delete element inet hapair drain_vips { 198.19.255.1 }",
         "add element inet hapair drain_vips { 198.19.255.1 timeout 6000ms }",
     ]
-    assert "delete element inet hapair drain_vips { 198.19.255.1 }" in drain.nft_unforward(
+    assert "delete element inet hapair drain_vips { 198.19.255.1 }" in drainplan.nft_unforward(
         ["198.19.255.1"]
     )
 
@@ -131,7 +125,9 @@ class FakeKernel:
 
 def _drainer(kernel: FakeKernel, events: list[str], peer: PeerView = LIVE) -> Drainer:
     vips = [DrainVip("vip1", "198.19.255.1", "eth0"), DrainVip("vip2", "198.19.255.2", "eth0")]
-    return Drainer(vips, "198.18.0.12", lambda: 50, lambda: peer, events.append, kernel)
+    return Drainer(
+        vips, "198.18.0.12", lambda: 50, lambda: peer, lambda m, _: events.append(m), kernel
+    )
 
 
 def test_the_taker_forwards_for_the_period_then_removes_everything() -> None:
@@ -192,7 +188,9 @@ def test_a_failing_command_never_holds_a_move_up() -> None:
     async def main() -> None:
         events: list[str] = []
         vips = [DrainVip("vip1", "198.19.255.1", "eth0")]
-        d = Drainer(vips, "198.18.0.12", lambda: 50, lambda: LIVE, events.append, broken)
+        d = Drainer(
+            vips, "198.18.0.12", lambda: 50, lambda: LIVE, lambda m, _: events.append(m), broken
+        )
         r = FakeFloatingIP("vip1", "198.19.255.1")
         actor = VipActor(r, 1.0, lambda *a: None, d)
         task = asyncio.create_task(actor.run())
@@ -237,3 +235,63 @@ def test_the_actor_calls_the_hooks_before_each_action() -> None:
 
     asyncio.run(main())
     assert order == ["taking vip1 False", "start", "releasing vip1 True", "stop"]
+
+
+def test_drain_ms_is_in_the_spec_and_reaches_the_agent_config() -> None:
+    from hapair.errors import SpecError
+    from hapair.plan import make_plan
+    from hapair.render.agent import agent_config
+    from hapair.spec import Spec, parse
+
+    assert Spec().ha.drain_ms == 5000
+    spec = parse({"ha": {"drain_ms": 0}})
+    cfg = agent_config(
+        make_plan(spec), "lb1", key_file="k", admin_token_file="t", stats_socket="s", api_socket="a"
+    )
+    assert cfg.drain_ms == 0
+    with pytest.raises(SpecError, match=r"ha.drain_ms: must be between 0 and 60000 \(got 60001\)"):
+        parse({"ha": {"drain_ms": 60001}})
+
+
+def test_make_drainer_manages_l2_vips_and_reads_the_peer_at_each_move() -> None:
+    from hapair.agent.config import AgentConfig, VipConfig
+    from hapair.agent.drain import make_drainer
+    from hapair.agent.membership import PeerState
+    from hapair.agent.protocol import Heartbeat
+
+    cfg = AgentConfig(
+        cluster="c",
+        node="lb1",
+        peer="lb2",
+        peer_addresses=["198.18.0.12"],
+        peer_probe_address="198.18.0.12",
+        key_file="k",
+        admin_token_file="t",
+        stats_socket="s",
+        drain_ms=1234,
+        vips=[
+            VipConfig(name="vip1", address="198.19.255.1", home="lb1"),
+            VipConfig(name="vip2", address="198.19.255.2", home="lb2", driver="fake"),
+        ],
+    )
+    hb = Heartbeat(
+        cluster="c",
+        node="lb2",
+        boot_id=1,
+        seq=1,
+        healthy=True,
+        pingable=True,
+        stable_ms=0,
+        held=frozenset({"vip1"}),
+    )
+
+    class Members:
+        current = PeerState.UP
+
+        def last(self) -> Heartbeat:
+            return hb
+
+    d = make_drainer(lambda: cfg, lambda: Members())  # type: ignore[arg-type,return-value]
+    assert list(d.vips) == ["vip1"] and d.peer_address == "198.18.0.12"
+    assert d.drain_ms() == 1234
+    assert d.peer() == PeerView("lb2", True, True, frozenset({"vip1"}))

@@ -95,11 +95,18 @@ def test_scale_errors_name_the_field_and_fix(data: dict[str, object], message: s
     assert err.value.problems == [message]
 
 
-def test_up_refuses_more_than_a_pair_for_now() -> None:
+def test_up_builds_more_than_a_pair_on_the_lab_only() -> None:
     from hapair.errors import UsageError
     from hapair.spec_scale import require_buildable
 
     require_buildable(Spec())
     require_buildable(parse({"ha": {"coordinator": "etcd"}}))
-    with pytest.raises(UsageError, match=r"`up` builds 2 LBs with 2 floating IPs only"):
-        require_buildable(parse(FOUR))
+    require_buildable(parse(FOUR))
+    on_aws = parse({**FOUR, "cluster": {"platform": "aws"}})
+    with pytest.raises(UsageError) as err:
+        require_buildable(on_aws)
+    assert str(err.value) == (
+        'lb.count = 4 with 8 floating IPs is a valid spec, but cluster.platform = "aws" builds '
+        '2 LBs with 2 floating IPs only; use cluster.platform = "lab", or set lb.count = 2 and '
+        "list 2 network.vips"
+    )

@@ -15,8 +15,13 @@ def main() -> None:
     parser.add_argument("--config", "-c", required=True, type=Path)
     args = parser.parse_args()
     from hapair.agent.daemon import run_agent
+    from hapair.agent.nconfig import is_etcd_config
 
     try:
+        if is_etcd_config(args.config):  # issue 13: N LBs, ownership agreed through etcd
+            from hapair.agent.ndaemon import run_node_agent
+
+            sys.exit(run_node_agent(args.config))
         sys.exit(run_agent(args.config))
     except HapairError as exc:
         print(f"error: {exc}", file=sys.stderr)

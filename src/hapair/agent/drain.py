@@ -16,12 +16,19 @@ a short drain period (``ha.drain_ms``) after a move between two live nodes:
   delivers those packets to HAProxy's established sockets, and, with ``arp_ignore=1``, it never
   answers ARP for it.
 
+The node's kernel needs (the lab sets them, ``platforms/lab/network.py``): forwarding on the
+VIPs' interface (the LB's nftables forward chain passes only the drain's mark),
+``send_redirects=0``, ``arp_ignore=1`` (a VIP on ``lo`` is not answered for), and liberal
+TCP conntrack (``nf_conntrack_tcp_be_liberal=1``: once a drain is over, the next packet of a
+connection the taker handed back is answered with a reset, not dropped as out of window).
+
 Nothing is done after a crash (a dead or unhealthy peer has nothing to serve). When the period
 ends each side removes every rule, route, set element and address it added; the agent removes
 leftovers of a killed predecessor when it starts (:meth:`Drainer.clean`) and ends drains when it
 stops (:meth:`Drainer.close`).
 
-The decisions and the commands are pure functions; :class:`Drainer` runs them (``nft``, ``ip``).
+The decisions and the commands are pure functions (:mod:`hapair.agent.drainplan`);
+:class:`Drainer` runs them (``nft``, ``ip``).
 """
 
 from __future__ import annotations
@@ -31,12 +38,24 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hapair.agent.drainplan import (
+    EXPIRY_MARGIN_MS,
+    LINGER_IF,
+    TABLE,
+    PeerView,
+    nft_forward,
+    nft_unforward,
+    on_release,
+    on_take,
+    peer_view,
+    route_line,
+    rule_lines,
+)
 from hapair.agent.membership import PeerState
-from hapair.agent.protocol import Heartbeat
 
 if TYPE_CHECKING:
     from hapair.agent.config import AgentConfig
@@ -44,148 +63,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The fwmark of packets handed back to the releaser (0x4850: "HP").
-MARK = 0x4850
-#: The routing table of marked packets.
-TABLE = 4850
-#: The ``ip rule`` preference of the mark rule, and where the ``local`` rule moves meanwhile.
-RULE_PREF = 100
-LOCAL_PREF = 200
-#: The nftables table and set the LB's ruleset declares (render/templates/lb.nft.j2).
-NFT_TABLE = "inet hapair"
-NFT_SET = "drain_vips"
-#: Where the releaser keeps the address during the drain.
-LINGER_IF = "lo"
-#: A set element outlives the drain by this much (the agent removes it itself on time).
-EXPIRY_MARGIN_MS = 1000
 #: On shutdown, drains still running get at most this long before they are ended.
 CLOSE_WAIT_S = 2.0
 #: Bound on one ``nft`` or ``ip`` command, and on everything one hook of the actor does.
 COMMAND_TIMEOUT_S = 1.0
 HOOK_TIMEOUT_S = 2.0
-
-
-# ---------------------------------------------------------------------- pure: decisions
-@dataclass(frozen=True)
-class PeerView:
-    """What this node knows of its peer when a VIP moves.
-
-    :ivar name: the peer's node name.
-    :ivar live: its heartbeats arrive (up or late, not dead).
-    :ivar serving: its last heartbeat says its HAProxy is healthy.
-    :ivar holds: the VIPs its last heartbeat says it holds.
-    """
-
-    name: str
-    live: bool
-    serving: bool
-    holds: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether to drain, and why (a lowercase sentence)."""
-
-    drain: bool
-    reason: str
-
-
-def peer_view(name: str, live: bool, last: Heartbeat | None) -> PeerView:
-    """The :class:`PeerView` of peer ``name`` from its last heartbeat (``None``: never heard)."""
-    if last is None:
-        return PeerView(name, False, False, frozenset())
-    return PeerView(name, live, last.healthy, frozenset(last.held))
-
-
-def on_take(vip: str, drain_ms: int, held_before: bool | None, peer: PeerView) -> Verdict:
-    """Whether taking ``vip`` starts a drain that forwards unknown connections to the peer."""
-    if drain_ms <= 0:
-        return Verdict(False, "the drain is disabled (drain_ms = 0)")
-    if held_before:
-        return Verdict(False, f"{vip} is already held here")
-    if not peer.live:
-        return Verdict(False, f"{peer.name} is not alive: no connection of its can be served")
-    if vip not in peer.holds:
-        return Verdict(False, f"{peer.name} does not hold {vip}")
-    if not peer.serving:
-        return Verdict(False, f"{peer.name}'s HAProxy is not healthy")
-    return Verdict(
-        True,
-        f"forwarding connections this node does not know on {vip} to {peer.name} for {drain_ms} ms",
-    )
-
-
-def on_release(vip: str, drain_ms: int, held_before: bool | None, peer: PeerView) -> Verdict:
-    """Whether releasing ``vip`` keeps the address on ``lo`` for the connections the peer
-    hands back."""
-    if drain_ms <= 0:
-        return Verdict(False, "the drain is disabled (drain_ms = 0)")
-    if held_before is False:
-        return Verdict(False, f"{vip} is not held here")
-    if not peer.live:
-        return Verdict(False, f"{peer.name} is not alive: it hands nothing back")
-    return Verdict(
-        True, f"keeping {vip} on {LINGER_IF} for {drain_ms} ms for the connections it serves"
-    )
-
-
-# ---------------------------------------------------------------------- pure: commands
-def nft_forward(address: str, ms: int) -> str:
-    """``nft -f`` script: ``address`` in the drain set, its timeout (re)armed to ``ms``."""
-    el = f"{NFT_TABLE} {NFT_SET} {{ {address} timeout {ms}ms }}"
-    return f"add element {el}\ndelete element {NFT_TABLE} {NFT_SET} {{ {address} }}\n" + (
-        f"add element {el}\n"
-    )
-
-
-def nft_unforward(addresses: Iterable[str]) -> str:
-    """``nft -f`` script: the ``addresses`` out of the drain set (present or not)."""
-    lines = []
-    for a in addresses:
-        lines.append(f"add element {NFT_TABLE} {NFT_SET} {{ {a} timeout 1s }}")
-        lines.append(f"delete element {NFT_TABLE} {NFT_SET} {{ {a} }}")
-    return "\n".join(lines) + "\n"
-
-
-def is_local_rule(rule: dict[str, Any], pref: int) -> bool:
-    """Whether an ``ip -j rule`` entry is a plain ``lookup local`` at ``pref``."""
-    plain = set(rule) <= {"priority", "src", "table"} and rule.get("src") == "all"
-    return plain and rule.get("table") == "local" and rule.get("priority") == pref
-
-
-def is_mark_rule(rule: dict[str, Any]) -> bool:
-    """Whether an ``ip -j rule`` entry is the drain's mark rule."""
-    return rule.get("priority") == RULE_PREF and rule.get("table") == str(TABLE)
-
-
-def rule_lines(rules: Sequence[dict[str, Any]], forwarding: bool) -> list[str]:
-    """``ip -batch`` lines that take the rules (``ip -j rule show``) to the drain's state: the
-    mark rule before a ``local`` rule moved behind it, or the kernel's usual ``local`` at 0
-    and nothing of ours. Adds come before deletes: ``local`` is never missing."""
-    has_mark = any(is_mark_rule(r) for r in rules)
-    local0 = any(is_local_rule(r, 0) for r in rules)
-    moved = any(is_local_rule(r, LOCAL_PREF) for r in rules)
-    mark = f"pref {RULE_PREF} fwmark {MARK:#x} lookup {TABLE}"
-    out = []
-    if forwarding:
-        if not has_mark:
-            out.append(f"rule add {mark}")
-        if not moved:
-            out.append(f"rule add pref {LOCAL_PREF} lookup local")
-        if local0:
-            out.append("rule del pref 0 lookup local")
-        return out
-    if not local0:
-        out.append("rule add pref 0 lookup local")
-    if moved:
-        out.append(f"rule del pref {LOCAL_PREF} lookup local")
-    out += [f"rule del pref {RULE_PREF} lookup {TABLE}" for r in rules if is_mark_rule(r)]
-    return out
-
-
-def route_line(peer_address: str, ifname: str) -> str:
-    """The ``ip -batch`` line of table :data:`TABLE`'s route: via the releaser."""
-    return f"route replace default via {peer_address} dev {ifname} onlink table {TABLE}"
 
 
 # ---------------------------------------------------------------------- effects
@@ -228,7 +110,7 @@ class Drainer:
     :param peer_address: the peer's own VPC address (the next hop of handed-back packets).
     :param drain_ms: read at each move (a reload takes effect).
     :param peer: this node's view of its peer, read at each move.
-    :param event: logs a sentence once.
+    :param event: logs a sentence once, at a level.
     """
 
     def __init__(
@@ -237,7 +119,7 @@ class Drainer:
         peer_address: str,
         drain_ms: Callable[[], int],
         peer: Callable[[], PeerView],
-        event: Callable[[str], None],
+        event: Callable[[str, int], None],
         runner: Runner = run_command,
     ) -> None:
         self.vips = {v.name: v for v in vips}
@@ -274,7 +156,7 @@ class Drainer:
                 await hook
         except (OSError, TimeoutError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-            self.event(f"drain of {vip} skipped: {why}")
+            self.event(f"drain of {vip} skipped: {why}", logging.WARNING)
 
     async def _taking(self, vip: str, held_before: bool | None) -> None:
         v = self.vips.get(vip)
@@ -292,10 +174,12 @@ class Drainer:
             ok = await self._ip([*lines, route_line(self.peer_address, v.ifname)])
             ok = ok and await self._nft(nft_forward(v.address, ms + EXPIRY_MARGIN_MS))
             if not ok:
-                self.event(f"drain of {vip} not started: its rules could not be installed")
+                self.event(
+                    f"drain of {vip} not started: its rules could not be installed", logging.WARNING
+                )
                 await self._remove_forwarding([vip])
                 return
-            self.event(f"draining {vip}: {verdict.reason}")
+            self.event(f"draining {vip}: {verdict.reason}", logging.INFO)
             self._arm("forward", vip, ms)
 
     async def _releasing(self, vip: str, held_before: bool | None) -> None:
@@ -310,9 +194,11 @@ class Drainer:
                 logger.debug("no drain for %s: %s", vip, verdict.reason)
                 return
             if not await self._ip([f"addr replace {v.address}/32 dev {LINGER_IF}"]):
-                self.event(f"drain of {vip} not started: cannot add it to {LINGER_IF}")
+                self.event(
+                    f"drain of {vip} not started: cannot add it to {LINGER_IF}", logging.WARNING
+                )
                 return
-            self.event(f"draining {vip}: {verdict.reason}")
+            self.event(f"draining {vip}: {verdict.reason}", logging.INFO)
             self._arm("linger", vip, self.drain_ms())
 
     # -------------------------------------------------------------- lifecycle
@@ -360,7 +246,7 @@ class Drainer:
         else:
             await self._remove_linger([vip])
         what = "its forwarding rule" if kind == "forward" else f"its address on {LINGER_IF}"
-        self.event(f"drain of {vip} over ({why}): {what} removed")
+        self.event(f"drain of {vip} over ({why}): {what} removed", logging.INFO)
 
     async def _remove_forwarding(self, vips: Sequence[str]) -> None:
         addresses = [self.vips[v].address for v in vips]
@@ -416,6 +302,6 @@ def make_drainer(
     return Drainer(vips, cfg.peer_probe_address, lambda: config().drain_ms, peer, _log)
 
 
-def _log(sentence: str) -> None:
+def _log(sentence: str, level: int) -> None:
     """Drains are logged, not kept in ``/status``'s short list of events (moves are)."""
-    logger.info("%s", sentence)
+    logger.log(level, "%s", sentence)

@@ -220,9 +220,14 @@ def up(
         return
     typer.echo(f"ready in {time.monotonic() - steps.t0:.1f} s\n")
     net = s.network
-    typer.echo(
-        f"  {s.cluster.domain} -> {net.vips[0]} (vip1, home lb1), {net.vips[1]} (vip2, home lb2)\n"
-    )
+    if len(net.vips) > 2:  # issue 13: N LBs; etcd places the VIPs over them
+        listed = ", ".join(f"{v.address} ({v.name})" for v in plan.vips)
+        typer.echo(f"  {s.cluster.domain} -> {listed}; placed over {s.lb.count} LBs\n")
+    else:
+        typer.echo(
+            f"  {s.cluster.domain} -> {net.vips[0]} (vip1, home lb1), {net.vips[1]} (vip2, "
+            "home lb2)\n"
+        )
 
     def cmd(sub: str, rest: str = "") -> str:
         named = "" if plan.name == "demo" else f" --name {plan.name}"
@@ -396,14 +401,27 @@ def render(
     if n.role == "lb":
         cert = "<cert.pem>" if s.haproxy.https else None
         cfg = render_haproxy(plan, node, stats_password="<generated>", cert_path=cert)
-        agent_toml = render_agent(
-            plan,
-            node,
-            key_file="<key>",
-            admin_token_file="<token>",
-            stats_socket="<haproxy.sock>",
-            api_socket="<agent.sock>",
-        )
+        files = {
+            "key_file": "<key>",
+            "admin_token_file": "<token>",
+            "stats_socket": "<haproxy.sock>",
+            "api_socket": "<agent.sock>",
+        }
+        if s.ha.coordinator == "etcd":  # issue 13: the N-node agent
+            from hapair.agent.nconfig import dump_node_toml
+            from hapair.platforms.lab.etcd import endpoints
+            from hapair.render.nagent import node_config
+
+            ncfg = node_config(
+                plan,
+                node,
+                **files,
+                etcd_endpoints=endpoints(plan),
+                etcd_password_file="<etcd-root.password>",
+            )
+            agent_toml = dump_node_toml(ncfg)
+        else:
+            agent_toml = render_agent(plan, node, **files)
         typer.echo(f"### haproxy.cfg\n{cfg}")
         typer.echo(f"### agent.toml\n{agent_toml}")
     rules = render_nftables(plan, node)

@@ -100,7 +100,12 @@ def online(node: NodeArg, name: NameOpt = None) -> None:
 def agent(config: Annotated[Path, typer.Option("--config", "-c", help="agent.toml")]) -> None:
     """Run the HA agent (normally started by `up` inside each LB node)."""
     from hapair.agent.daemon import run_agent
+    from hapair.agent.nconfig import is_etcd_config
 
+    if is_etcd_config(config):  # issue 13: N LBs, ownership agreed through etcd
+        from hapair.agent.ndaemon import run_node_agent
+
+        raise typer.Exit(run_node_agent(config))
     raise typer.Exit(run_agent(config))
 
 

@@ -58,6 +58,17 @@ def show_status(st: dict[str, Any]) -> str:
             if "error" in a:
                 out.append(f"  {lb}: {a['error']}")
                 continue
+            if "peers" in a:  # issue 13: an N-node agent sees every other LB
+                peers = " ".join(f"{p['name']}:{p['liveness']}" for p in a["peers"])
+                out.append(
+                    f"  {lb}: {a.get('health', {}).get('summary', '?')}; holds "
+                    f"{','.join(a.get('held', [])) or '-'}; peers {peers}; etcd lease "
+                    f"{(a.get('etcd') or {}).get('lease')}"
+                    + ("; STANDBY" if a.get("standby") else "")
+                )
+                for ev in a.get("events", [])[-5:]:
+                    out.append(f"      {ev.get('time', '')} {ev.get('message', '')}")
+                continue
             peer = a.get("peer", {})
             out.append(
                 f"  {lb}: {a.get('health', {}).get('summary', '?')}; holds "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hapair.agent.drain import MARK, NFT_SET
+from hapair.agent.drainplan import MARK, NFT_SET
 from hapair.plan import Plan, Role
 from hapair.render import render_template
 

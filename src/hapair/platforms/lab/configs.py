@@ -84,6 +84,9 @@ def render(plan: Plan, paths: LabPaths, check: bool = True) -> Rendered:
         if check:
             check_haproxy(cfg)
         haproxy[lb.name] = cfg
+        if spec.ha.coordinator == "etcd":  # issue 13: the N-node agent
+            agent[lb.name] = _node_agent(plan, paths, lb.name)
+            continue
         acfg = agent_config(
             plan,
             lb.name,
@@ -101,6 +104,27 @@ def render(plan: Plan, paths: LabPaths, check: bool = True) -> Rendered:
         if rules is not None:
             nft[node.name] = rules
     return Rendered(haproxy, agent, nft, render_hosts(plan))
+
+
+def _node_agent(plan: Plan, paths: LabPaths, lb: str) -> str:
+    """The N-node agent's ``agent.toml`` (``ha.coordinator = "etcd"``): every other LB as a
+    peer, the lab's etcd members and the file with their root password."""
+    from hapair.agent.nconfig import dump_node_toml
+    from hapair.platforms.lab import etcd
+    from hapair.render.nagent import node_config
+
+    return dump_node_toml(
+        node_config(
+            plan,
+            lb,
+            key_file=str(paths.key),
+            admin_token_file=str(paths.admin_token),
+            stats_socket=str(paths.haproxy_sock(lb)),
+            api_socket=str(paths.agent_sock(lb)),
+            etcd_endpoints=etcd.endpoints(plan),
+            etcd_password_file=str(etcd.password_file(paths)),
+        )
+    )
 
 
 def write(paths: LabPaths, r: Rendered) -> None:

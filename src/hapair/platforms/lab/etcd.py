@@ -40,9 +40,11 @@ T = TypeVar("T")
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
-#: etcd's raft timings on a one-host lab segment: a leader is re-elected within about 1 s.
-HEARTBEAT_MS = 100
-ELECTION_MS = 1000
+#: etcd's raft timings on a one-host lab segment: a leader is re-elected within about 0.5-1 s,
+#: well inside the agents' lease TTL (3 s; they renew every 0.5 s), so a leader's death fences
+#: nobody (issue 13's lab test).
+HEARTBEAT_MS = 50
+ELECTION_MS = 500
 SERVICE = "etcd"
 USER = "root"
 

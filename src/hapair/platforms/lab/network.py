@@ -20,6 +20,8 @@ IFNAME = "eth0"
 #: The igw's interfaces.
 IGW_VPC_IF = "vpc0"
 IGW_INET_IF = "inet0"
+#: Per namespace, once nf_conntrack is loaded (see :func:`wire_nodes`).
+BE_LIBERAL = "net.netfilter.nf_conntrack_tcp_be_liberal"
 
 
 def existing_namespaces() -> set[str]:
@@ -30,7 +32,7 @@ def existing_namespaces() -> set[str]:
 
 def lab_namespaces(name: str) -> list[str]:
     """The namespaces that belong to lab ``name`` (exact pattern: two labs never collide)."""
-    pattern = re.compile(rf"^{re.escape(name)}-(vpc|inet|igw|lb[12]|web\d+)$")
+    pattern = re.compile(rf"^{re.escape(name)}-(vpc|inet|igw|lb\d+|web\d+)$")
     return sorted(ns for ns in existing_namespaces() if pattern.match(ns))
 
 
@@ -62,17 +64,17 @@ def mac_of(address: str) -> str:
 
 
 def neighbours(plan: Plan, node: Node) -> list[str]:
-    """The addresses ``node`` knows statically (ARP never asked): an LB its peer, the gateway
-    and every web node; a web node both LBs.
+    """The addresses ``node`` knows statically (ARP never asked): an LB its peer (every other
+    LB), the gateway and every web node; a web node every LB.
 
     The kernel's ARP cache is shared by every namespace of the host, and it overflows at
     ``gc_thresh3`` (1,024) dynamic entries: 250 web nodes and two LBs learning each other need
     about that many, and on overflow new neighbours are dropped (heartbeats and health checks
     lost). Permanent entries do not count. Floating IPs stay dynamic (gratuitous ARP moves them).
     """
-    if node.role is Role.LB:
-        peer = plan.peer_of(node.name)
-        out = [peer.address, *([peer.secondary] if peer.secondary else [])]
+    if node.role is Role.LB:  # its peer, or every other LB (issue 13)
+        others = [lb for lb in plan.lbs if lb.name != node.name]
+        out = [a for lb in others for a in (lb.address, lb.secondary) if a]
         return [*out, plan.spec.network.gateway, *(w.address for w in plan.webs)]
     if node.role is Role.WEB:
         return [a for lb in plan.lbs for a in (lb.address, lb.secondary) if a]
@@ -203,6 +205,14 @@ def wire_nodes(plan: Plan, nodes: Sequence[Node]) -> None:
                     "net.ipv4.conf.all.rp_filter": "2",
                     f"net.ipv4.conf.{IFNAME}.rp_filter": "2",
                 },
+            )
+            # After a drain, the taker's conntrack has seen only one direction of the
+            # connections it handed back: strict window tracking would call their next packets
+            # invalid (dropped: the client hangs) instead of new (reset: the client reconnects
+            # at once). Liberal tracking, as kube-proxy sets it. Needs nf_conntrack loaded.
+            run(
+                in_ns(node.namespace, ["sysctl", "-q", "-w", f"{BE_LIBERAL}=1"]),
+                check=False,
             )
 
 

@@ -133,7 +133,8 @@ class LabPlatform(Platform):
                 changed.append(f"{webpool.NODE}/{webpool.SERVICE}")
         finally:
             save_state(plan.name, state)
-        progress("start HAProxy on both LBs and wait for every backend UP")
+        lbs = "both LBs" if len(plan.lbs) == 2 else f"all {len(plan.lbs)} LBs"  # issue 13
+        progress(f"start HAProxy on {lbs} and wait for every backend UP")
         ensure([lb.name for lb in plan.lbs], "haproxy")
         for lb in plan.lbs:
             proc = Proc.from_json(table[f"{lb.name}/haproxy"])
@@ -146,7 +147,8 @@ class LabPlatform(Platform):
             for lb in plan.lbs:
                 services.place_static(plan, lb.name)
         if self.engine != "none":  # with "none", whoever benchmarks places them later
-            progress("wait until both VIPs are held")
+            vips = "both VIPs" if len(plan.vips) == 2 else f"all {len(plan.vips)} VIPs"
+            progress(f"wait until {vips} are held")
             self.wait_vips(plan, timeout=30.0)
         if not changed:
             progress("nothing to change")
