@@ -164,6 +164,18 @@ def test_pip_spec_is_an_explicit_override() -> None:
         assert userdata.S3GET not in files
 
 
+def test_boot_never_hard_restarts_haproxy() -> None:
+    # Boot rehearsal: the follower's first run reloads HAProxy seamlessly with the rendered
+    # config; a `systemctl restart` right after it threw that worker and its state away.
+    for install in (BUCKET_INSTALL, Install("eu-west-3", "b", pip_spec="hapair==0.1.0")):
+        out = rendered({"web": {"size": 1}}, install)
+        for lb in ("lb1", "lb2"):
+            cmds = commands(files_of(out[lb])[0])
+            assert "systemctl restart haproxy" not in cmds
+            follower = next(i for i, c in enumerate(cmds) if "follower" in c and "--once" in c)
+            assert cmds.index("systemctl reload-or-restart haproxy") > follower
+
+
 @pytest.mark.skipif(
     shutil.which("cloud-init") is None, reason="cloud-init is not installed (make setup)"
 )

@@ -198,3 +198,25 @@ def test_the_etcd_leader_s_death_moves_nothing(n4: Lab) -> None:
         st = status(n4, lb)
         assert st["etcd"]["fenced"] is None, st["events"]  # type: ignore[index]
     assert served(n4, LBS) == {v: o[0] for v, o in before.items()}
+
+
+def test_etcd_quorum_lost_for_everyone_moves_nothing_and_keeps_serving(n4: Lab) -> None:
+    """Runs after the leader's death: one more member down and etcd has no quorum for anyone.
+    Every lease expires, yet every node still hears the others, none of which reaches etcd:
+    the VIPs stay where they are and keep being served (no fence, no move)."""
+    settle(n4, LBS)
+    before = holders(n4, LBS)
+    alive = [m.name for m in etcd.members(n4.plan) if m.name != "etcd1"]
+    for m in etcd.members(n4.plan):
+        etcd.kill_member(n4.plan, m.name)  # every member left (some are dead already)
+        if m.name in alive:
+            break
+    ttl_s = n4.plan.spec.ha.etcd_lease_ttl_ms / 1000
+    deadline = time.monotonic() + 3 * ttl_s
+    while time.monotonic() < deadline:
+        assert holders(n4, LBS) == before
+        time.sleep(0.1)
+    assert served(n4, LBS) == {v: o[0] for v, o in before.items()}
+    for lb in LBS:
+        decision = str(status(n4, lb).get("decision"))
+        assert "etcd unreachable from every node heard" in decision, decision

@@ -68,13 +68,38 @@ def test_liveness_needs_silence_and_a_failed_probe() -> None:
     assert liveness(PeerState.DEAD, 400, None, 1000, 300) is Liveness.DEAD
 
 
+FENCE = "fencing: lease 65 not renewed before its TTL; release every VIP and take none"
+
+
 def test_fenced_drops_everything_and_takes_nothing() -> None:
-    v = view(held=frozenset({"vip1", "vip5"}))
-    fence = "fencing: lease 65 not renewed before its TTL; release every VIP and take none"
-    d = decide(with_owners(v, owners(vip1="lb1", vip5="lb1"), fenced=fence, valid=False))
+    """Cut off from etcd while the peers it hears reach it: it is the one cut off."""
+    peers = (peer("lb2", coordinated=True), peer("lb3"), peer("lb4"))
+    v = view(held=frozenset({"vip1", "vip5"}), peers=peers)
+    d = decide(with_owners(v, owners(vip1="lb1", vip5="lb1"), fenced=FENCE, valid=False))
     assert d.wishes == dict.fromkeys(VIPS8, False)
     assert d.acquire == ()
-    assert d.summary == fence
+    assert d.summary == FENCE
+
+
+def test_etcd_down_for_everyone_keeps_every_vip_where_it_is() -> None:
+    """Quorum lost for all: a majority heard, none reaching etcd: nobody can be granted this
+    node's VIPs, so it keeps serving them and moves nothing."""
+    held = frozenset({"vip1", "vip5"})
+    v = view(held=held, peers=(peer("lb2"), peer("lb3"), peer("lb4", Liveness.DEAD)))
+    d = decide(with_owners(v, owners(vip1="lb1", vip5="lb1"), fenced=FENCE, valid=False))
+    assert d.wishes == {x: x in held for x in VIPS8}
+    assert d.acquire == ()
+    assert "etcd unreachable from every node heard (3 of 4, a majority)" in d.summary
+
+
+def test_cut_off_from_etcd_and_most_peers_fences() -> None:
+    """Hearing no majority, a node cannot tell etcd down from its own isolation: it fences."""
+    held = frozenset({"vip1", "vip5"})
+    peers = (peer("lb2"), peer("lb3", Liveness.DEAD), peer("lb4", Liveness.SILENT))
+    v = view(held=held, peers=peers)
+    d = decide(with_owners(v, owners(vip1="lb1", vip5="lb1"), fenced=FENCE, valid=False))
+    assert d.wishes == dict.fromkeys(VIPS8, False)
+    assert d.summary == FENCE
 
 
 def test_silent_haproxy_releases_at_once() -> None:

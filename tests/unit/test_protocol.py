@@ -72,6 +72,14 @@ def test_empty_sets_and_flags_round_trip() -> None:
     assert decoder().decode(encode(sent, KEY)) == sent
 
 
+def test_the_coordinated_bit_round_trips() -> None:
+    sent = hb(coordinated=True)
+    data = encode(sent, KEY)
+    assert data[7] & 16  # the flags byte follows magic, version and length
+    assert decoder().decode(data) == sent
+    assert decoder().decode(encode(hb(), KEY)) == hb(coordinated=False)
+
+
 def test_stable_ms_is_capped() -> None:
     got = decoder().decode(encode(hb(stable_ms=10 * STABLE_CAP_MS), KEY))
     assert got is not None and got.stable_ms == STABLE_CAP_MS

@@ -175,6 +175,7 @@ class NodeAgent:
             standby=self.standby or not self.etcd.usable(),
             # Only what is carried: 64 VIP names fit in one datagram, twice would not.
             held=self._held(),
+            coordinated=self.etcd.available,
         )
 
     def _send(self) -> None:

@@ -177,6 +177,7 @@ class Mesh:
                         hb.standby,
                         hb.held,
                         silence,
+                        hb.coordinated,
                     )
                 )
         return tuple(out)

@@ -9,7 +9,10 @@ read). Who holds a VIP is only ever what etcd granted; heartbeats decide *when* 
 
 The rules:
 
-- **Fenced** (the lease could not be renewed): carry nothing, take nothing.
+- **Fenced** (the lease could not be renewed): carry nothing, take nothing; unless etcd is
+  down for everyone: when this node hears a majority of the cluster (itself included) and
+  none of the nodes it hears reaches etcd either, nobody can be granted its VIPs, so it keeps
+  what it carries and moves nothing (clients keep being served through an etcd outage).
 - **Granted here** (the VIP's key names this node under its current lease): carry it.
 - **Make-before-break**: a VIP this node carried whose key now names another node is kept
   until that node's heartbeat says it carries it, at most ``handover_ms``; a VIP found
@@ -91,6 +94,8 @@ class PeerView:
     standby: bool = False
     held: frozenset[str] = frozenset()
     silence_ms: float | None = None
+    #: its last etcd call answered (its heartbeat's ``coordinated`` bit)
+    coordinated: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,21 @@ class Decision:
     summary: str
 
 
+def _heard(v: View) -> int:
+    """The nodes this node hears, itself included."""
+    return 1 + sum(p.liveness is Liveness.UP for p in v.peers)
+
+
+def etcd_down_for_all(v: View) -> bool:
+    """Whether etcd is down for the whole cluster as far as this node can tell: it hears a
+    majority of the nodes (itself included) and none of those peers reaches etcd. A node cut
+    off from etcd alone hears a peer that does; one cut off from everything hears no majority:
+    both fence."""
+    heard = [p for p in v.peers if p.liveness is Liveness.UP]
+    majority = 2 * (len(heard) + 1) > len(v.peers) + 1
+    return majority and not any(p.coordinated for p in heard)
+
+
 def _mine(o: Owner | None, me: str, lease: int | None) -> bool:
     return o is not None and lease is not None and o.node == me and o.lease == lease
 
@@ -248,6 +268,12 @@ def decide(v: View) -> Decision:
     """The decision for snapshot ``v`` (see the module docstring)."""
     e = v.etcd
     if e.fenced:
+        if etcd_down_for_all(v):
+            why = (
+                f"etcd unreachable from every node heard ({_heard(v)} of {len(v.peers) + 1}, "
+                "a majority): keeping what is carried, no moves"
+            )
+            return Decision({x: x in v.held for x in v.vips}, (), dict.fromkeys(v.vips, why), why)
         return Decision(dict.fromkeys(v.vips, False), (), dict.fromkeys(v.vips, e.fenced), e.fenced)
     if not v.own.answers:
         why = "haproxy does not answer: releasing at once"

@@ -6,7 +6,8 @@ One datagram, network byte order::
     version B   2 (version 1, which has no ``answers`` bit, is still accepted)
     length  H   total datagram length, tag included (a truncated datagram is malformed)
     flags   B   bit 0 healthy, bit 1 pingable, bit 2 standby, bit 3 answers (version 2:
-                HAProxy answers, if only with an error page); other bits must be 0
+                HAProxy answers, if only with an error page), bit 4 coordinated (version 2,
+                N-node mode: the sender's last etcd call answered); other bits must be 0
     boot_id Q   sender's boot counter: larger for every start of the agent (see
                 :func:`next_boot_id`), so a peer whose clock stepped back is no replay
     seq     Q   increments per datagram within one boot
@@ -63,8 +64,11 @@ DROP_REASONS: tuple[str, ...] = (
 _HEADER = struct.Struct("!4sBH")
 _FIXED = struct.Struct("!BQQI")
 _MIN_LEN = _HEADER.size + _FIXED.size + 4 + TAG_LEN
-_HEALTHY, _PINGABLE, _STANDBY, _ANSWERS = 1, 2, 4, 8
-_KNOWN_FLAGS = {1: _HEALTHY | _PINGABLE | _STANDBY, 2: _HEALTHY | _PINGABLE | _STANDBY | _ANSWERS}
+_HEALTHY, _PINGABLE, _STANDBY, _ANSWERS, _COORDINATED = 1, 2, 4, 8, 16
+_KNOWN_FLAGS = {
+    1: _HEALTHY | _PINGABLE | _STANDBY,
+    2: _HEALTHY | _PINGABLE | _STANDBY | _ANSWERS | _COORDINATED,
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ class Heartbeat:
     :ivar wanted: VIP names the sender wants.
     :ivar answers: the sender's HAProxy answers (it can at least return an error page), even
         when it is not ``healthy``; always true when ``healthy``.
+    :ivar coordinated: N-node mode only: the sender's last etcd call answered (a node that
+        lost etcd learns from it whether it is the one cut off, or etcd is down for all).
     """
 
     cluster: str
@@ -96,6 +102,7 @@ class Heartbeat:
     held: frozenset[str] = frozenset()
     wanted: frozenset[str] = frozenset()
     answers: bool = True
+    coordinated: bool = False
 
 
 class _Malformed(Exception):
@@ -136,6 +143,7 @@ def encode(hb: Heartbeat, key: bytes) -> bytes:
         | (_PINGABLE if hb.pingable else 0)
         | (_STANDBY if hb.standby else 0)
         | (_ANSWERS if hb.answers or hb.healthy else 0)
+        | (_COORDINATED if hb.coordinated else 0)
     )
     body = bytearray(_FIXED.pack(flags, hb.boot_id, hb.seq, min(hb.stable_ms, STABLE_CAP_MS)))
     _put_str(body, hb.cluster)
@@ -198,6 +206,7 @@ def _parse(signed: bytes, version: int) -> Heartbeat:
         held=held,
         wanted=wanted,
         answers=answers or bool(flags & _HEALTHY),
+        coordinated=bool(flags & _COORDINATED),
     )
     if reader.pos != len(signed):
         raise _Malformed

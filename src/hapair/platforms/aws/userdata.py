@@ -222,7 +222,9 @@ def lb_user_data(
     lines += [
         _retry(sync, 60, 5),
         *([_retry(f"{FOLLOWER} --once", 60, 5)] if follow_desired else []),
-        "  - [systemctl, restart, haproxy]",
+        # The sync / follower have already loaded haproxy.cfg (seamless reload): a restart
+        # would only drop the new worker and its servers' state.
+        "  - [systemctl, reload-or-restart, haproxy]",
         "  - [systemctl, daemon-reload]",
         "  - [systemctl, enable, --now, hapair-sync.timer, hapair-agent.service]",
         *(["  - [systemctl, enable, --now, hapair-desired.service]"] if follow_desired else []),
