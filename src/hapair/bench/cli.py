@@ -62,9 +62,14 @@ def failover(
             min=0, max=60000, help="aws fabric: the igw's remap delay (default: the spec's)."
         ),
     ] = None,
+    lbs: Annotated[
+        int, typer.Option(min=2, max=16, help="LBs (above 2: 2 VIPs each, etcd; crash, reboot).")
+    ] = 2,
 ) -> None:
-    """Fail lb1 and measure the client's gap, failed requests and failback (min/median/max)."""
+    """Fail lb1 (with --lbs above 2: VIP1's owner) and measure the client's gap, failed
+    requests and failback (min/median/max)."""
     from hapair.bench.failover import VARIANTS, bench_failover
+    from hapair.bench.nfailover import bench_failover_n, check_n
 
     if engine not in VARIANTS:
         raise UsageError(f"--engine must be one of {', '.join(VARIANTS)} (got {engine})")
@@ -74,20 +79,28 @@ def failover(
         )
     if fabric not in ("l2", "aws"):
         raise UsageError(f"--fabric must be l2 or aws (got {fabric})")
+    check_n(lbs, engine, variant, scenario, fabric, eip_propagation_ms)
     logging.basicConfig(level=logging.WARNING)
-    report, trials = bench_failover(
-        engine,
-        variant,
-        scenario,
-        runs,
-        rate,
-        name=name,
-        seed=seed,
-        say=typer.echo,
-        fabric=fabric,
-        eip_propagation_ms=eip_propagation_ms,
-    )
+    if lbs != 2:
+        report, trials = bench_failover_n(
+            lbs, scenario, runs, rate, name=name, seed=seed, say=typer.echo
+        )
+    else:
+        report, trials = bench_failover(
+            engine,
+            variant,
+            scenario,
+            runs,
+            rate,
+            name=name,
+            seed=seed,
+            say=typer.echo,
+            fabric=fabric,
+            eip_propagation_ms=eip_propagation_ms,
+        )
     on = f" on the {fabric} fabric" if fabric != "l2" else ""
+    if lbs != 2:
+        on += f" with {lbs} LBs and {report['vips']} VIPs (etcd; failback = balanced again)"
     if fabric == "aws":
         on += f" (EIP propagation {report['eip_propagation_ms']} ms)"
     typer.echo(
@@ -118,7 +131,8 @@ def failover(
         pick = next((tr for tr in trials if tr.metrics["gap_s"] == med), trials[0])
         m = pick.metrics
         gap = "never" if m["gap_s"] is None else f"{m['gap_s'] * 1000:.0f} ms"
-        title = f"{engine} {variant}, {scenario} of lb1, {rate:g} req/s (median run: gap {gap})"
+        who = "lb1" if lbs == 2 else f"{m['victim']} (VIP1's owner, {lbs} LBs)"
+        title = f"{engine} {variant}, {scenario} of {who}, {rate:g} req/s (median run: gap {gap})"
         plot_trial(pick.plain, pick.dns, m["t_fail"], m["t_restore"], title, plot)
         typer.echo(f"wrote {plot}")
     if not trials:
@@ -132,9 +146,24 @@ def dataplane(
     connections: Annotated[int, typer.Option(min=1, max=1000, help="wrk -c.")] = 20,
     json_out: JsonOpt = None,
     name: NameOpt = None,
+    lbs: Annotated[
+        str | None,
+        typer.Option(help="LB counts, e.g. 2,3,4: one lab each, wrk through every VIP at once."),
+    ] = None,
 ) -> None:
-    """wrk through VIP1 with and without the agents (same HAProxy), and straight to web1."""
+    """wrk through VIP1 with and without the agents (same HAProxy), and straight to web1;
+    with --lbs, through every VIP at once for each LB count (total and per-LB req/s)."""
     from hapair.bench.dataplane import bench_dataplane
+
+    if lbs is not None:
+        from hapair.bench.nlabs import parse_counts
+        from hapair.bench.nplane import bench_dataplane_n, table
+
+        counts = parse_counts(lbs)
+        nreport = bench_dataplane_n(counts, duration, connections, name=name, say=typer.echo)
+        typer.echo(table(nreport), nl=False)
+        _write_json(json_out, nreport)
+        return
 
     report = bench_dataplane(rounds, duration, connections, name=name, say=typer.echo)
     labels = {
@@ -240,3 +269,38 @@ def report(
     from hapair.bench.report import table
 
     typer.echo(table([json.loads(f.read_text()) for f in files]), nl=False)
+
+
+@bench_app.command()
+def rehearsal(
+    nodes: Annotated[str, typer.Option(help="Nodes to boot, comma-separated.")] = "lb1,web1",
+    timeout: Annotated[
+        float, typer.Option(min=60, max=3600, help="Seconds cloud-init may take per node.")
+    ] = 900,
+    out: Annotated[Path, typer.Option(help="Evidence folder (emptied first).")] = Path(
+        "/var/cache/hapair-rehearsal/report"
+    ),
+    soak: Annotated[
+        float, typer.Option(min=0, max=3600, help="Seconds to watch the running nodes.")
+    ] = 75,
+    keep: Annotated[bool, typer.Option(help="Keep the nodes' overlays afterwards.")] = False,
+) -> None:
+    """Boot the aws platform's user data through real cloud-init (Debian 12 in systemd-nspawn,
+    against moto) and check that HAProxy, the agent and the web app end up running (root)."""
+    from hapair.bench.rehearsal import rehearse, summary
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        report = rehearse(
+            [n.strip() for n in nodes.split(",") if n.strip()],
+            timeout=timeout,
+            soak=soak,
+            out=out,
+            keep=keep,
+            say=typer.echo,
+        )
+    except (PermissionError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    typer.echo(summary(report))
+    if not report.ok:
+        raise typer.Exit(1)

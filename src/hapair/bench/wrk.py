@@ -40,12 +40,21 @@ def parse_wrk(text: str) -> WrkResult:
 
 
 def run_wrk(
-    ns: str, url: str, host: str, duration: int = 10, connections: int = 20, threads: int = 1
+    ns: str,
+    url: str,
+    host: str,
+    duration: int = 10,
+    connections: int = 20,
+    threads: int = 1,
+    script: str | None = None,
 ) -> WrkResult:
-    """``wrk -t1 -c20 -dNs --latency`` from namespace ``ns``; stops by itself after ``duration``."""
+    """``wrk -t1 -c20 -dNs --latency`` from namespace ``ns``; stops by itself after ``duration``
+    (``script``: a Lua script, ``-s``)."""
     if not 1 <= duration <= 120:
         raise OperationError("wrk duration must be 1..120 s (bounded load)")
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if script is not None:
+        argv += ["-s", script]
     argv += ["-H", f"Host: {host}", url]
     proc = run(in_ns(ns, argv), check=False, timeout=duration + 30)
     return parse_wrk(proc.stdout + proc.stderr)
