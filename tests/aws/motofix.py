@@ -17,9 +17,6 @@ depends on it, and what they read from it. Loopback only.
 
 from __future__ import annotations
 
-import contextvars
-import json
-import re
 import subprocess
 import threading
 import time
@@ -28,19 +25,24 @@ from typing import Any
 
 from moto.ec2.models.elastic_ip_addresses import ElasticAddress
 from moto.ec2.responses.elastic_ip_addresses import ElasticIPAddresses
-from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+from moto.iam.access_control import PermissionResult
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
     create_backend_app,
 )
-from moto.s3.models import FakeBucket
-from moto.s3.responses import S3Response
-from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 
-__all__ = ["EIP_LOG", "LATENCY", "PermissionResult", "policy_decision"]
+from hapair.bench.moto_policy import evaluate_bucket_policies, policy_decision
+
+__all__ = [
+    "EIP_LOG",
+    "LATENCY",
+    "PermissionResult",
+    "evaluate_bucket_policies",
+    "policy_decision",
+]
 
 ACCOUNT = "123456789012"
 
@@ -146,89 +148,3 @@ def honour_private_ip() -> None:
     ElasticIPAddresses.describe_addresses = describe_addresses  # type: ignore[method-assign]
     ElasticAddress.private_ip_address = property(private_ip_address)  # type: ignore[assignment,method-assign]
     ElasticIPAddresses._hapair_patched = True  # type: ignore[attr-defined]
-
-
-_CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "hapair_s3_context", default=None
-)
-
-
-def _principal(request: Any) -> str:
-    """The ARN IAM would give ``aws:PrincipalArn`` for the request's signer."""
-    auth = request.headers.get("Authorization", "")
-    m = re.search(r"Credential=([A-Z0-9]+)/", auth)
-    key = m.group(1) if m else ""
-    for partitions in sts_backends.values():
-        for backend in partitions.values():
-            role = backend.get_assumed_role_from_access_key(key) if key else None
-            if role is not None:
-                return f"arn:aws:iam::{ACCOUNT}:role/{role.role_arn.split('/')[-1]}"
-    return f"arn:aws:iam::{ACCOUNT}:user/operator"
-
-
-_OPERATORS = {
-    "StringEquals": lambda want, got: got in want,
-    "StringNotEquals": lambda want, got: got not in want,
-    "Bool": lambda want, got: got.lower() in [w.lower() for w in want],
-}
-
-
-def policy_decision(
-    policy: dict[str, Any], action: str, resource: str, context: dict[str, str]
-) -> Any:
-    """IAM's verdict on one request from a resource policy: a matching Deny wins, then a
-    matching Allow, else neutral. A statement matches when its action, resource and every
-    condition do (a condition on a key the context lacks does not match)."""
-    verdict = PermissionResult.NEUTRAL
-    statements = policy["Statement"]
-    for st in statements if isinstance(statements, list) else [statements]:
-        checker = IAMPolicyStatement(st)
-        if not checker._check_element_matches("Action", action):
-            continue
-        if not checker._check_element_matches("Resource", resource):
-            continue
-        ok = True
-        for operator, pairs in st.get("Condition", {}).items():
-            test = _OPERATORS.get(operator)
-            for key, want in pairs.items():
-                wanted = want if isinstance(want, list) else [want]
-                if (
-                    test is None
-                    or key not in context
-                    or not test([str(w) for w in wanted], context[key])
-                ):
-                    ok = False
-        if not ok:
-            continue
-        if st["Effect"] == "Deny":
-            return PermissionResult.DENIED
-        verdict = PermissionResult.PERMITTED
-    return verdict
-
-
-def evaluate_bucket_policies() -> None:
-    """Evaluate bucket policies with the request's TLS and signer (:func:`policy_decision`)."""
-    if getattr(FakeBucket, "_hapair_patched", False):
-        return
-    key_response = S3Response._key_response
-
-    def _key_response(self: Any, request: Any, full_url: str) -> Any:
-        context = {
-            "aws:SecureTransport": "true" if full_url.startswith("https://") else "false",
-            "aws:PrincipalArn": _principal(request),
-        }
-        token = _CONTEXT.set(context)
-        try:
-            return key_response(self, request, full_url)
-        finally:
-            _CONTEXT.reset(token)
-
-    def get_permission(self: Any, action: str, resource: str) -> Any:
-        if self.policy is None:
-            return PermissionResult.NEUTRAL
-        policy = json.loads(self.policy.decode())
-        return policy_decision(policy, action, resource, _CONTEXT.get() or {})
-
-    S3Response._key_response = _key_response  # type: ignore[method-assign]
-    FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
-    FakeBucket._hapair_patched = True  # type: ignore[attr-defined]
