@@ -15,7 +15,7 @@ class Backend:
         self.errors: list[str] = []
 
     def status(self) -> dict[str, Any]:
-        return {"self": "lb1", "standby": self.standby}
+        return {"self": "lb1", "standby": self.standby, "peer": {"name": "lb2"}}
 
     def metrics_text(self) -> bytes:
         return b"hapair_x 1\n"
@@ -48,7 +48,11 @@ def test_endpoints_and_token() -> None:
         await api.start("127.0.0.1", 0, None)
         port = api.servers[0].sockets[0].getsockname()[1]
         code, body = await _ask(port, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert code == 200 and json.loads(body) == {"self": "lb1", "standby": False}
+        assert code == 200 and json.loads(body) == {
+            "self": "lb1",
+            "standby": False,
+            "peer": {"name": "lb2"},
+        }
         code, body = await _ask(port, b"GET /metrics HTTP/1.1\r\n\r\n")
         assert code == 200 and body == b"hapair_x 1\n"
         code, _ = await _ask(port, b"GET /health HTTP/1.1\r\n\r\n")

@@ -232,6 +232,29 @@ def test_calls_on_the_peer_need_the_token(action: str) -> None:
     asyncio.run(main())
 
 
+def test_a_call_naming_its_node_reaches_it_whichever_agent_receives_it() -> None:
+    """After a VIP move the page may be served by the other agent than it believes: the
+    buttons name their node, and either agent applies the call to that node."""
+
+    async def main() -> None:
+        source = Source()
+        api, backend, port = await _api(source)
+        auth = f"Authorization: Bearer {TOKEN}\r\n\r\n"
+        code, _ = await _ask(port, b"POST /node/lb1/standby HTTP/1.1\r\n\r\n")
+        assert code == 401 and backend.standby is False
+        code, body = await _ask(port, f"POST /node/lb1/standby HTTP/1.1\r\n{auth}".encode())
+        assert code == 200 and backend.standby is True and source.peer_calls == []
+        code, body = await _ask(port, f"POST /node/lb2/online HTTP/1.1\r\n{auth}".encode())
+        assert code == 200 and source.peer_calls == [("POST", "/online", TOKEN)]
+        code, body = await _ask(port, f"POST /node/lb9/online HTTP/1.1\r\n{auth}".encode())
+        assert code == 404 and b"no node lb9" in body
+        code, _ = await _ask(port, b"GET /node/lb1/standby HTTP/1.1\r\n\r\n")
+        assert code == 405
+        await api.close()
+
+    asyncio.run(main())
+
+
 def test_a_silent_peer_is_a_bad_gateway() -> None:
     async def main() -> None:
         api, _, port = await _api(Source(peer_fails=True))

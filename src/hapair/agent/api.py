@@ -18,6 +18,7 @@ import hmac
 import inspect
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -40,6 +41,9 @@ class Backend(Protocol):
     async def set_standby(self, on: bool) -> str: ...
     def count_api_error(self, reason: str) -> None: ...
 
+
+#: ``POST /node/<name>/<action>`` (see :meth:`StatusApi._on_node`).
+NODE_ACTION = re.compile(r"/node/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/(standby|online)")
 
 REASONS = {
     200: "OK",
@@ -193,14 +197,28 @@ class StatusApi:
                 return Reply(405, b'{"error": "use GET"}')
             found = gets[path]()
             return await found if inspect.isawaitable(found) else found
-        if path in posts:
+        named = NODE_ACTION.fullmatch(path)
+        if path in posts or named is not None:
             if method != "POST":
                 return Reply(405, b'{"error": "use POST"}')
             token = self._authorized(headers)
             if token is None:
                 return Reply(401, b'{"error": "admin token required"}')
+            if named is not None:
+                return await self._on_node(named.group(1), named.group(2), token)
             return await posts[path](token)
         return Reply(404, b'{"error": "not found"}')
+
+    async def _on_node(self, node: str, action: str, token: str) -> Reply:
+        """``POST /node/<name>/<standby|online>``: the call on the node named, whichever agent
+        receives it (a page whose connection moved with a VIP may be talking to the other one
+        than it believes: naming the node makes that harmless)."""
+        st = self.backend.status()
+        if node == st.get("self"):
+            return await self._local(action == "standby")
+        if self.dashboard is not None and node == (st.get("peer") or {}).get("name"):
+            return await self._on_peer("/" + action, token)
+        return _json(404, {"error": f"no node {node} here or as this node's peer"})
 
     async def _local(self, standby: bool) -> Reply:
         return _json(200, {"message": await self.backend.set_standby(standby)})

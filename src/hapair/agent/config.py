@@ -66,9 +66,11 @@ class AgentConfig(BaseModel):
     auto_failback: bool = True
     failback_delay_ms: int = 3000
     health_interval_ms: int = 100
-    # Requests through the local HAProxy slower than this count as failed; fall failed in a
-    # row make the node unhealthy, rise good ones in a row healthy again.
-    request_timeout_ms: int = Field(default=250, ge=10, le=10_000)
+    # Requests through the local HAProxy slower than this count as failed (500 ms: a link with
+    # 90 ms of jitter each way still answers in time; a hung HAProxy is caught by its silent
+    # stats socket at once); fall failed in a row make the node unhealthy, rise good ones in a
+    # row healthy again.
+    request_timeout_ms: int = Field(default=500, ge=10, le=10_000)
     health_rise: int = Field(default=2, ge=1, le=100)
     health_fall: int = Field(default=3, ge=1, le=100)
     min_move_interval_ms: int = 1000

@@ -62,7 +62,7 @@ class NodeConfig(BaseModel):
     # A node takes VIPs from live, healthy peers (to balance) only after this much stability.
     failback_delay_ms: int = 3000
     health_interval_ms: int = 100
-    request_timeout_ms: int = Field(default=250, ge=10, le=10_000)
+    request_timeout_ms: int = Field(default=500, ge=10, le=10_000)
     health_rise: int = Field(default=2, ge=1, le=100)
     health_fall: int = Field(default=3, ge=1, le=100)
     # Balancing moves (not failovers) are at least this far apart, one VIP at a time.

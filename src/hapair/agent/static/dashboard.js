@@ -69,7 +69,9 @@ async function act(node, action) {
   const t = token();
   const out = $("action-result");
   if (!t || !doc) { out.textContent = "Read-only: enter the admin token first."; return; }
-  const path = node === doc.self ? "/" + action : "/peer/" + action;
+  // Named, not "this node or its peer": after a VIP move this page may be served by the other
+  // agent than the one it last heard from; whichever receives the call applies it to `node`.
+  const path = "/node/" + encodeURIComponent(node) + "/" + action;
   out.textContent = action + " " + node + " …";
   try {
     const r = await fetch(path, {

@@ -200,10 +200,13 @@ def wire_nodes(plan: Plan, nodes: Sequence[Node]) -> None:
                     "net.ipv4.conf.all.send_redirects": "0",
                     "net.ipv4.conf.default.send_redirects": "0",
                     f"net.ipv4.conf.{IFNAME}.send_redirects": "0",
-                    # Loose reverse-path filter, whatever the host's default: handed-back packets
-                    # come from a client on the Internet side through the peer's MAC address.
-                    "net.ipv4.conf.all.rp_filter": "2",
-                    f"net.ipv4.conf.{IFNAME}.rp_filter": "2",
+                    # No reverse-path filter, whatever the host's default: handed-back packets
+                    # come from a client on the Internet side through the peer's MAC address,
+                    # and the chaos suite's delay line hands arriving frames to the node
+                    # through a TAP device with no route of its own (loose mode, 2, dropped
+                    # them all: lb1 heard nothing for the whole fault).
+                    "net.ipv4.conf.all.rp_filter": "0",
+                    f"net.ipv4.conf.{IFNAME}.rp_filter": "0",
                 },
             )
             # After a drain, the taker's conntrack has seen only one direction of the
