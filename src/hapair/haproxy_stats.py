@@ -7,6 +7,7 @@ import csv
 import io
 import socket
 from dataclasses import dataclass
+from typing import Final
 
 from hapair.errors import OperationError
 
@@ -35,22 +36,32 @@ def parse_stat_rows(text: str) -> list[dict[str, str]]:
 
 def parse_show_stat(text: str) -> list[ServerState]:
     """Servers (not FRONTEND/BACKEND rows) from ``show stat`` CSV output."""
+    rows = csv.reader(io.StringIO(text.lstrip("# ")))
+    header = next(rows, None)
+    if header is None:
+        return []
+    col = {name: i for i, name in enumerate(header)}
+    want = ("pxname", "svname", "status", "check_status", "scur")
+    if any(name not in col for name in want):
+        return []
+    px, sv, st, ck, sc = (col[name] for name in want)
+    width = max(px, sv, st, ck, sc) + 1
     out: list[ServerState] = []
-    for row in parse_stat_rows(text):
-        sv = row.get("svname", "")
-        if sv in ("FRONTEND", "BACKEND", "") or row.get("pxname") == "stats":
+    for row in rows:
+        if len(row) < width or row[sv] in ("FRONTEND", "BACKEND", ""):
             continue
-        scur = row.get("scur") or "0"
+        if row[px] == "stats":
+            continue
         out.append(
             ServerState(
-                row.get("pxname", ""),
-                sv,
-                row.get("status", ""),
-                row.get("check_status", ""),
-                int(scur) if scur.isdigit() else 0,
+                row[px], row[sv], row[st], row[ck], int(row[sc]) if row[sc].isdigit() else 0
             )
         )
     return out
+
+
+SERVERS_ONLY: Final = "show stat -1 4 -1"
+"""``show stat`` for every proxy (-1), servers only (type mask 4), every server (-1)."""
 
 
 def command(path: str, cmd: str, timeout: float = 2.0) -> str:
@@ -73,7 +84,7 @@ def command(path: str, cmd: str, timeout: float = 2.0) -> str:
 
 def show_stat(path: str, timeout: float = 2.0) -> list[ServerState]:
     """Backend servers as the HAProxy behind ``path`` sees them."""
-    return parse_show_stat(command(path, "show stat", timeout))
+    return parse_show_stat(command(path, SERVERS_ONLY, timeout))
 
 
 async def command_async(path: str, cmd: str, timeout: float = 1.0) -> str:
@@ -100,7 +111,7 @@ async def show_stat_async(path: str, timeout: float = 1.0) -> list[ServerState]:
 
     :raises OperationError: no answer in time.
     """
-    return parse_show_stat(await command_async(path, "show stat", timeout))
+    return parse_show_stat(await command_async(path, SERVERS_ONLY, timeout))
 
 
 def parse_show_table(text: str) -> dict[str, dict[str, int]]:

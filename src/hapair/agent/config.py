@@ -78,7 +78,7 @@ class AgentConfig(BaseModel):
     # taker forwards connections it does not know to the releaser, which keeps serving them.
     drain_ms: int = Field(default=5000, ge=0, le=60_000)
     # How often what each VIP's holder really is gets read back and repaired.
-    reconcile_interval_ms: int = 250
+    reconcile_interval_ms: int = 1000
     # Bound on one resource-agent call.
     action_timeout_ms: int = 5000
     # "text" or "json" (JSON lines) logs on stderr.

@@ -31,7 +31,14 @@ from hapair.agent.controller import Controller, Step
 from hapair.agent.dashboard import Dashboard  # dashboard hook
 from hapair.agent.dashdoc import ClusterView  # dashboard hook
 from hapair.agent.drain import make_drainer  # failback drain
-from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
+from hapair.agent.health import (
+    CALM_REQUEST_FACTOR,
+    Health,
+    HealthGate,
+    Pinger,
+    http_ok,
+    read_stats,
+)
 from hapair.agent.history import History  # dashboard hook
 from hapair.agent.keyring import Keyring
 from hapair.agent.logs import setup_logging
@@ -116,6 +123,7 @@ class Agent:
         self._dropped_logged: dict[str, tuple[float, int]] = {}
         self._ready = False
         self._timers: list[asyncio.TimerHandle] = []
+        self._peer_probe: asyncio.Task[None] | None = None
         self._heard_at: float | None = None
 
     # ------------------------------------------------------------------ clock and events
@@ -183,6 +191,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         self._timers = [
             loop.call_later(1.5 * self.cfg.interval_ms / 1000, self.pinger.send),
+            loop.call_later(1.5 * self.cfg.interval_ms / 1000 + 0.001, self._kick_peer_probe),
             loop.call_later(self.cfg.deadtime_ms / 1000 + 0.001, self.tick),
         ]
         self._announce_if_released(before, hb)
@@ -350,6 +359,10 @@ class Agent:
         )
         self._apply_health(self.gate.stats(answers, up, total))
 
+    def _request_period_ms(self) -> float:
+        calm = self.gate.calm and not self.standby
+        return self.cfg.health_interval_ms * (CALM_REQUEST_FACTOR if calm else 1)
+
     def _probe_self(self) -> None:
         """Start one request through the local HAProxy, without waiting for the last one."""
         if len(self._probes) >= MAX_SELF_PROBES:
@@ -379,12 +392,26 @@ class Agent:
         if self._ready and changed:
             self.tick()
 
+    def _kick_peer_probe(self) -> None:
+        """The peer's next heartbeat is late: start probing it (unless a probe runs)."""
+        if self._peer_probe is None or self._peer_probe.done():
+            loop = asyncio.get_running_loop()
+            self._peer_probe = loop.create_task(self._probe_peer_while_late(), name="peer-probe")
+
+    async def _probe_peer_while_late(self) -> None:
+        """The side channel: real requests through the peer's HAProxy, one after the other,
+        made only while its heartbeats are late (in steady state the heartbeats say
+        everything, and nothing wakes up for it)."""
+        while not self._stopping and self.controller.should_probe(self.now_ms()):
+            try:
+                await self._probe_peer()
+            except Exception:
+                self._unexpected("peer-probe")
+            await asyncio.sleep(self.cfg.interval_ms / 2000)
+
     async def _probe_peer(self) -> None:
-        """The side channel: a real request through the peer's HAProxy, made only while its
-        heartbeats are late (in steady state the heartbeats say everything)."""
+        """One request through the peer's HAProxy; a failure decides at once."""
         c = self.controller
-        if not c.should_probe(self.now_ms()):
-            return
         started = self.now_ms()
         ok = await http_ok(
             self.cfg.peer_probe_address,
@@ -506,8 +533,7 @@ class Agent:
 
         every(lambda: self.cfg.interval_ms, self._send, "heartbeat")
         every(lambda: self.cfg.health_interval_ms, self._read_stats, "health-stats")
-        every(lambda: self.cfg.health_interval_ms, self._probe_self, "health-requests")
-        every(lambda: self.cfg.interval_ms / 2, self._probe_peer, "peer-probe")
+        every(self._request_period_ms, self._probe_self, "health-requests")
         every(lambda: self.cfg.interval_ms * 2, self.pinger.send, "ping")
         every(lambda: self.cfg.reconcile_interval_ms, self._reconcile, "reconcile")
         every(lambda: KEY_REFRESH_MS, self.refresh_keys, "keys")
@@ -615,9 +641,10 @@ class Agent:
                     logging.WARNING,
                 )
         self._stopping = True
-        for task in [*self._tasks, *self._probes]:
+        probes = [*self._probes, *([self._peer_probe] if self._peer_probe else [])]
+        for task in [*self._tasks, *probes]:
             task.cancel()
-        for task in [*self._tasks, *self._probes]:
+        for task in [*self._tasks, *probes]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.drainer.close()  # failback drain: end running drains, remove their rules

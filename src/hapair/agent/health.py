@@ -15,10 +15,18 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from hapair.errors import OperationError
 from hapair.haproxy_stats import show_stat_async
 from hapair.httpget import FAILURES, get_head
+
+CALM_REQUEST_FACTOR: Final = 3
+"""While :attr:`HealthGate.calm`, a real request goes through HAProxy every this many health
+intervals instead of every one: the stats socket, still read every interval, notices a dead
+HAProxy or lost backends as fast as before, and the first failed request brings the full
+cadence back. Each request costs a TCP connection through HAProxy to a web node; on a
+saturated machine that comes out of the data plane."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,12 @@ class HealthGate:
         self._total = 0
         self._requests_ok: bool | None = None
         self._streak = 0
+
+    @property
+    def calm(self) -> bool:
+        """Healthy, and the last request succeeded like the ones before it: nothing is
+        changing, so requests may come less often (:data:`CALM_REQUEST_FACTOR`)."""
+        return self.current.healthy and self._requests_ok is True and self._streak == 0
 
     def stats(self, answers: bool, up: int = 0, total: int = 0) -> Health:
         """One reading of the stats socket; returns the health to act on."""

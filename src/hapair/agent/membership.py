@@ -26,8 +26,8 @@ counted in :attr:`Membership.restarts`.
 
 from __future__ import annotations
 
+import bisect
 import collections
-import itertools
 import logging
 import math
 from enum import StrEnum
@@ -128,7 +128,10 @@ class Membership:
         self._last: Heartbeat | None = None
         self._heard_ms: float | None = None
         self._pending: list[Transition] = []
+        #: arrival times within :data:`LOSS_WINDOW_MS`, and beside each the running count of
+        #: intervals that brought no heartbeat up to it (so a window's loss is one bisect)
         self._arrivals: collections.deque[float] = collections.deque()
+        self._missed: collections.deque[int] = collections.deque()
         self._blind_until: float | None = None
 
     @classmethod
@@ -152,6 +155,10 @@ class Membership:
         """Take new timings (a reload)."""
         self.interval_ms, self.warntime_ms = ha.interval_ms, ha.warntime_ms
         self.deadtime_ms, self.initdead_ms = ha.deadtime_ms, ha.initdead_ms
+        arrivals = list(self._arrivals)
+        self._clear_arrivals()
+        for t in arrivals:
+            self._add_arrival(t)
 
     @property
     def current(self) -> PeerState:
@@ -180,17 +187,27 @@ class Membership:
         return max(self._loss_since(now - LOSS_WINDOW_MS), self._loss_since(now - SHORT_WINDOW_MS))
 
     def _loss_since(self, start: float) -> float:
-        times = [t for t in self._arrivals if t >= start]
-        if len(times) < 2:
+        first = bisect.bisect_left(self._arrivals, start)
+        if len(self._arrivals) - first < 2:
             return 0.0
         # Completed gaps only: the silence under way is what is being judged.
-        span = times[-1] - times[0]
+        span = self._arrivals[-1] - self._arrivals[first]
         if span < MIN_INTERVALS * self.interval_ms:
             return 0.0
-        missed = 0
-        for prev, t in itertools.pairwise(times):
-            missed += max(0, round((t - prev) / self.interval_ms) - 1)
+        missed = self._missed[-1] - self._missed[first]
         return min(1.0, missed / (span / self.interval_ms))
+
+    def _add_arrival(self, t: float) -> None:
+        missed = 0
+        if self._arrivals:
+            gap = round((t - self._arrivals[-1]) / self.interval_ms) - 1
+            missed = self._missed[-1] + max(0, gap)
+        self._arrivals.append(t)
+        self._missed.append(missed)
+
+    def _clear_arrivals(self) -> None:
+        self._arrivals.clear()
+        self._missed.clear()
 
     def effective_deadtime_ms(self, now: float) -> float:
         """``deadtime``, stretched by the measured loss (see the module docstring).
@@ -219,6 +236,7 @@ class Membership:
     def _forget(self, now: float) -> None:
         while self._arrivals and now - self._arrivals[0] > LOSS_WINDOW_MS:
             self._arrivals.popleft()
+            self._missed.popleft()
 
     def state(self, now: float) -> PeerState:
         """The peer's state at ``now``, without recording a transition.
@@ -253,10 +271,10 @@ class Membership:
             self.restarts += 1
             logger.info("peer %s restarted", self.peer)
         if restarted or (self._last is not None and hb.boot_id != self._last.boot_id):
-            self._arrivals.clear()
+            self._clear_arrivals()
         self._last = hb
         self._heard_ms = now
-        self._arrivals.append(now)
+        self._add_arrival(now)
         self._forget(now)
         if self._state is not PeerState.UP:
             self._set(PeerState.UP, "heartbeat received")

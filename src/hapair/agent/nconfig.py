@@ -67,7 +67,7 @@ class NodeConfig(BaseModel):
     health_fall: int = Field(default=3, ge=1, le=100)
     # Balancing moves (not failovers) are at least this far apart, one VIP at a time.
     min_move_interval_ms: int = 1000
-    reconcile_interval_ms: int = 250
+    reconcile_interval_ms: int = 1000
     action_timeout_ms: int = 5000
     log_format: Literal["text", "json"] = "text"
     realtime: bool = True

@@ -168,7 +168,7 @@ def dataplane(
     report = bench_dataplane(rounds, duration, connections, name=name, say=typer.echo)
     labels = {
         "vip_agents": "VIP1, agents running",
-        "vip_bare": "VIP1, no agents (bare HAProxy)",
+        "vip_bare": "VIP1, agents frozen (bare HAProxy)",
         "web1_direct": "web1 directly (from lb1)",
     }
     for key, label in labels.items():
@@ -178,6 +178,10 @@ def dataplane(
         p99 = " / ".join(f"{r['p99_ms']:.2f}" for r in rs)
         errs = sum(r["errors"] for r in rs)
         typer.echo(f"  {label:32} req/s {rps}  p50 ms {p50}  p99 ms {p99}  errors {errs}")
+    cpu = ", ".join(f"{c:.1f}" for c in report["agent_cpu_pct_of_core"])
+    per_round = ", ".join(f"{c:.1f}" for c in report["overhead_per_round_pct"])
+    typer.echo(f"  both agents' CPU during the runs, % of one core: {cpu}")
+    typer.echo(f"  overhead per round, %: {per_round}")
     typer.echo(f"  agent overhead on VIP1 throughput: {report['agent_overhead_pct']:.2f} %")
     _write_json(json_out, report)
 
