@@ -26,10 +26,10 @@ HOLD_S = 3.0
 #: Scenarios the agent does not yet hold within their bounds (measured in docs/benchmarks.md,
 #: "Chaos"; each is a known bug filed in the closing note of issue 8). They still run and
 #: assert; an unexpected pass is reported (XPASS), so a fix shows at once.
-KNOWN_FAILING = {
-    # Passes in most runs (6 of 7 this session); once, vip1 went unserved for 1.75 s: both
-    # agents' SIGTERM hand-overs raced (an agent not yet leaving took the other's VIP).
-    "restart-both-agents": "both SIGTERM hand-overs can race (1 run in 7: 175 timeouts)",
+KNOWN_FAILING: dict[str, str] = {
+    # Empty. restart-both-agents was here: both SIGTERM hand-overs raced (an agent not yet
+    # leaving took the other's VIP, then released it while leaving and its announcement
+    # outlived it). A leaving agent now keeps what it holds when its peer is leaving too.
 }
 
 

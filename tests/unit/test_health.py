@@ -48,3 +48,22 @@ def test_ok_started_is_the_latest_start_of_a_success_even_out_of_order() -> None
     g.request(True, 50.0)
     g.request(True, 20.0)  # a slower, older request finishing last
     assert g.ok_started_ms == 50.0
+
+
+def test_calm_only_while_healthy_and_the_last_request_succeeded() -> None:
+    g = HealthGate(rise=2, fall=3)
+    assert not g.calm  # nothing checked yet
+    g.stats(True, 3, 3)
+    assert not g.calm  # no request yet
+    g.request(True, 1.0)
+    assert g.calm
+    g.request(False, 2.0)
+    assert not g.calm and g.current.healthy  # one failure: full cadence, still healthy
+    g.request(True, 3.0)
+    assert g.calm
+    g.stats(True, 0, 3)
+    assert not g.calm  # no backend up
+    g.stats(True, 3, 3)
+    assert g.calm
+    g.stats(False)
+    assert not g.calm  # HAProxy silent

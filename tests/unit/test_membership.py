@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hapair.agent.membership import TRANSITIONS, Membership, PeerState, Transition
 from hapair.agent.protocol import Heartbeat
@@ -114,3 +117,47 @@ def test_bad_timings_are_refused() -> None:
         Membership(
             "lb2", interval_ms=100, warntime_ms=100, deadtime_ms=150, initdead_ms=0, start_ms=0
         )
+
+
+def _loss_by_definition(arrivals: list[float], now: float, interval: float) -> float:
+    """The share of silent intervals, counted gap by gap over each window (the slow way)."""
+    from hapair.agent.membership import LOSS_WINDOW_MS, MIN_INTERVALS, SHORT_WINDOW_MS
+
+    def since(start: float) -> float:
+        times = [t for t in arrivals if t >= start and now - t <= LOSS_WINDOW_MS]
+        if len(times) < 2 or times[-1] - times[0] < MIN_INTERVALS * interval:
+            return 0.0
+        missed = sum(max(0, round((b - a) / interval) - 1) for a, b in itertools.pairwise(times))
+        return min(1.0, missed / ((times[-1] - times[0]) / interval))
+
+    return max(since(now - LOSS_WINDOW_MS), since(now - SHORT_WINDOW_MS))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.floats(min_value=1, max_value=700), min_size=0, max_size=400),
+    probe=st.floats(min_value=0, max_value=3000),
+)
+def test_loss_kept_as_a_running_count_equals_the_definition(
+    gaps: list[float], probe: float
+) -> None:
+    m = membership()
+    t, arrivals = 0.0, []
+    for i, gap in enumerate(gaps):
+        t += gap
+        m.observe(beat(i + 1), t)
+        arrivals.append(t)
+        if i % 37 == 0:  # also while the windows slide
+            assert m.loss(t) == pytest.approx(_loss_by_definition(arrivals, t, 50))
+    now = t + probe
+    assert m.loss(now) == pytest.approx(_loss_by_definition(arrivals, now, 50))
+
+
+def test_loss_counts_every_lost_interval_and_a_retime_recounts() -> None:
+    m = membership()
+    # 40 intervals of 50 ms: every other heartbeat lost -> 20 arrivals 100 ms apart
+    for i in range(21):
+        m.observe(beat(i + 1), i * 100.0)
+    assert m.loss(2000) == pytest.approx(0.5)
+    m.retime(HaSpec(interval_ms=100, warntime_ms=200, deadtime_ms=300))
+    assert m.loss(2000) == 0.0  # at 100 ms, nothing was lost

@@ -116,6 +116,8 @@ class Agent:
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._stopping = False
+        #: set when stopping keeps what this node holds: no decision after that
+        self._frozen = False
         self._reload = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._probes: set[asyncio.Task[None]] = set()
@@ -281,7 +283,9 @@ class Agent:
 
     # ------------------------------------------------------------------ decisions
     def tick(self) -> None:
-        """Decide now (inside the safety net)."""
+        """Decide now (inside the safety net); nothing once stopping has frozen decisions."""
+        if self._frozen:
+            return
         self.guarded("decide", self._decide)
 
     def _decide(self) -> None:
@@ -620,8 +624,29 @@ class Agent:
         self.event("configuration reloaded: every loop uses the new timings")
         return True
 
+    def _peer_cannot_take(self) -> str | None:
+        """Why the peer cannot take this node's VIPs now (stopping), or ``None``."""
+        m = self.controller.membership
+        state = m.state(self.now_ms())
+        if state not in (PeerState.UP, PeerState.WARN):
+            return f"{self.cfg.peer} is {state}"
+        last = m.last()
+        if last is not None and last.standby:
+            return f"{self.cfg.peer} is in standby or leaving too"
+        return None
+
+    async def _settle_actions(self, timeout: float) -> None:
+        """Let actions under way finish (bounded), so that what is kept is what is held."""
+        deadline = time.monotonic() + timeout
+        while any(a.busy for a in self.actors.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def _shutdown(self) -> None:
-        """SIGTERM: hand our VIPs to a healthy peer (make-before-break), then exit."""
+        """SIGTERM: hand our VIPs to a healthy peer (make-before-break), then exit. A peer
+        that cannot take them (in standby, leaving too, silent) gets nothing: this node
+        stops deciding and exits with what it holds still configured, so that HAProxy keeps
+        serving it and the next start finds it (handing a VIP to a peer that is leaving too
+        only makes it come back, and its announcement can outlive it)."""
         held = [n for n, a in self.actors.items() if a.held]
         if held and self.exit_code == 0:
             self.event(f"stopping: handing {', '.join(held)} to {self.cfg.peer}")
@@ -629,6 +654,12 @@ class Agent:
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline:
                 self._send()
+                why = self._peer_cannot_take()
+                if why is not None:
+                    self._frozen = True  # no decision from here on, heartbeat-driven included
+                    await self._settle_actions(1.0)
+                    self.event(f"stopping: {why}; keeping what this node holds")
+                    break
                 self.tick()
                 if not any(a.held for a in self.actors.values()):
                     break
