@@ -83,9 +83,21 @@ class Plan:
         raise KeyError(name)
 
     def peer_of(self, lb: str) -> Node:
-        """The other LB."""
+        """The other LB of a pair (N LBs have no single peer: each operation picks its own,
+        e.g. :mod:`hapair.platforms.lab.day2.restartplan`).
+
+        :raises ValueError: the plan has more than two LBs.
+        """
+        if len(self.lbs) != 2:
+            raise ValueError(f"peer_of({lb}): {len(self.lbs)} LBs have no single peer")
         a, b = self.lbs
         return b if a.name == lb else a
+
+    @property
+    def lb_hint(self) -> str:
+        """How an error names the LBs: ``lb1 or lb2`` (a pair), ``lb1..lb4`` (N LBs)."""
+        names = [n.name for n in self.lbs]
+        return " or ".join(names) if len(names) <= 2 else f"{names[0]}..{names[-1]}"
 
     @property
     def ping_nodes(self) -> tuple[str, ...]:

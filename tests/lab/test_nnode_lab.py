@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from tests.lab.conftest import Lab, lab_name, start_lab
 
-from hapair.agent.client import agent_status
+from hapair.agent.client import agent_request, agent_status
 from hapair.coord.etcd_client import EtcdClient
 from hapair.platforms.lab import etcd
 from hapair.platforms.lab.paths import LabPaths
@@ -127,6 +127,66 @@ def test_every_vip_served_balanced_and_named_in_dns(n4: Lab) -> None:
     st = status(n4, "lb1")
     assert st["coordinator"] == "etcd" and len(st["peers"]) == 3  # type: ignore[arg-type]
     assert st["etcd"]["lease_valid"] is True  # type: ignore[index]
+
+
+def test_standby_and_online_of_lb3(n4: Lab) -> None:
+    """Day 2 beyond a pair: `hapair standby lb3` moves its VIPs to the other three
+    (make-before-break, checked by ``settle``), `online lb3` gives it its share back."""
+    settle(n4, LBS)
+    proc = n4.cli("standby", "--name", n4.name, "lb3")
+    assert proc.returncode == 0, proc.stderr
+    assert "lb3 in standby" in proc.stdout
+    others = ("lb1", "lb2", "lb4")
+    n4.wait_for(
+        "lb3 to carry nothing", lambda: not any("lb3" in o for o in n4.owners().values()), 15
+    )
+    settle(n4, others)
+    assert status(n4, "lb3")["standby"] is True
+    proc = n4.cli("online", "--name", n4.name, "lb3")
+    assert proc.returncode == 0 and "lb3 online" in proc.stdout, proc.stderr
+    settle(n4, LBS, timeout=30)  # failback_delay, then one VIP per min_move_interval
+    assert load(holders(n4, LBS), LBS)["lb3"] == 2
+    bad = n4.cli("standby", "--name", n4.name, "lb5")
+    assert bad.returncode == 2 and "lb5 is not a load balancer (use lb1..lb4)" in bad.stderr
+
+
+def test_restart_lb3_moves_its_vips_to_the_others_and_back(n4: Lab) -> None:
+    settle(n4, LBS)
+    before = n4.platform.service(n4.name, "lb3", "agent")
+    proc = n4.cli("restart", "--name", n4.name, "lb3", timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "lb1, lb2 and lb4 hold every VIP" in proc.stdout, proc.stdout
+    assert "lb3: new agent healthy and hearing lb1, lb2 and lb4" in proc.stdout
+    after = n4.platform.service(n4.name, "lb3", "agent")
+    assert after is not None and after != before
+    settle(n4, LBS)
+    assert load(holders(n4, LBS), LBS)["lb3"] == 2
+
+
+def test_the_dashboard_shows_every_lb_and_etcd(n4: Lab) -> None:
+    """The N-node agent serves the dashboard: every LB, and the etcd panel (members, their
+    health, the leader, each VIP's owner and lease TTL left)."""
+    settle(n4, LBS)
+    sock = str(LabPaths(n4.name).agent_sock("lb1"))
+
+    def etcd_read() -> bool:
+        code, doc = agent_request(sock, "GET", "/dashboard.json")
+        return code == 200 and all(r["ttl_left_s"] is not None for r in doc["etcd"]["vips"])
+
+    n4.wait_for("the etcd panel's first read", etcd_read, 10)
+    _, doc = agent_request(sock, "GET", "/dashboard.json")
+    assert [lb["name"] for lb in doc["lbs"]] == list(LBS)
+    e = doc["etcd"]
+    assert [m["name"] for m in e["members"]] == ["etcd1", "etcd2", "etcd3"], e["members"]
+    assert e["healthy_members"] == 3 and e["quorum"] is True
+    assert e["leader"] in ("etcd1", "etcd2", "etcd3")
+    owners = {r["vip"]: r["owner"] for r in e["vips"]}
+    assert owners == {v: o[0] for v, o in holders(n4, LBS).items()}
+    assert all(0 < r["ttl_left_s"] <= 3 for r in e["vips"]), e["vips"]
+    st = status(n4, "lb2")["etcd"]
+    assert st["leader"] == e["leader"]  # type: ignore[index]
+    show = n4.cli("status", "--name", n4.name)
+    assert f"etcd leader {e['leader']}, 3/3 members healthy" in show.stdout, show.stdout
 
 
 def test_a_dead_lb_s_vips_spread_over_the_others_and_come_back(n4: Lab) -> None:

@@ -155,6 +155,34 @@ def test_auth_with_a_root_password(tmp_path: Path) -> None:
         async with EtcdClient([url], user="root", password="s3cret") as root:
             lease, _ = await root.grant(5)
             assert (await VipStore(root, "auth", "lb1").acquire("vip1", lease, None)).granted
+            assert (await root.endpoint_status(url, 1.0))["leader"]  # the dashboard's reads
+            assert 0 < await root.time_to_live(lease) <= 5
+            assert [m["name"] for m in await root.members()] != []
 
     with etcd_on_loopback(tmp_path) as url:
         run(scenario(url))
+
+
+def test_members_health_leader_and_lease_ttl_as_the_dashboard_reads_them(etcd: str) -> None:
+    from hapair.agent.netcdinfo import EtcdInfo
+    from hapair.coord.etcd_store import Owner
+
+    async def scenario() -> None:
+        dead = f"http://127.0.0.1:{free_port()}"
+        async with EtcdClient([etcd, dead], timeout=1.0) as cli:
+            lease, _ = await cli.grant(30)
+            owners = {"vip1": Owner("lb1", lease, 5), "vip2": Owner("lb2", 0x7777, 6)}
+            info = EtcdInfo(cli, [etcd, dead], lambda: owners)
+            await info.refresh()
+            doc = info.document(["vip1", "vip2", "vip3"])
+            up, down = doc["members"]
+            assert (up["endpoint"], up["healthy"], up["leader"]) == (etcd, True, True)
+            assert up["version"] and up["raft_term"] >= 1 and up["error"] is None
+            assert (down["endpoint"], down["answers"], down["healthy"]) == (dead, False, False)
+            assert doc["leader"] == up["name"] and doc["healthy_members"] == 1
+            v1, v2, v3 = doc["leases"]
+            assert v1["owner"] == "lb1" and 25 <= v1["ttl_left_s"] <= 30 and not v1["expired"]
+            assert v2["expired"] and v2["ttl_left_s"] == 0.0  # a lease etcd does not know
+            assert v3["owner"] is None and v3["ttl_left_s"] is None
+
+    run(scenario())

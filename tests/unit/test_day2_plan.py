@@ -320,3 +320,27 @@ def test_a_conntrack_delete_request_names_the_original_tuple() -> None:
         assert part in msg
     assert struct.pack("!H", 41936) in msg and struct.pack("!H", 80) in msg
     assert len(msg) % 4 == 0
+
+
+N4 = {
+    "lb": {"count": 4},
+    "ha": {"coordinator": "etcd"},
+    "network": {
+        "lb_primary": [f"198.18.0.{11 + i}" for i in range(4)],
+        "lb_secondary": [f"198.18.0.{111 + i}" for i in range(4)],
+        "vips": [f"198.19.255.{1 + i}" for i in range(8)],
+    },
+}
+
+
+def test_apply_plan_of_n_lbs_compares_the_n_node_agents_and_refuses_their_live_change() -> None:
+    old = spec(**N4)
+    p = apply_plan(old, spec(**N4, web={"size": 4}))
+    assert p.agents == () and p.scale.add
+    with pytest.raises(UsageError) as refused:
+        apply_plan(old, spec(**{**N4, "ha": {"coordinator": "etcd", "deadtime_ms": 300}}))
+    assert str(refused.value) == (
+        'ha.deadtime_ms: the N-node agent (ha.coordinator = "etcd") does not reload its '
+        "settings while it runs; to change them, `hapair down --name t1` then `hapair up` "
+        "with the new spec"
+    )

@@ -212,12 +212,16 @@ class StatusApi:
     async def _on_node(self, node: str, action: str, token: str) -> Reply:
         """``POST /node/<name>/<standby|online>``: the call on the node named, whichever agent
         receives it (a page whose connection moved with a VIP may be talking to the other one
-        than it believes: naming the node makes that harmless)."""
+        than it believes: naming the node makes that harmless). An N-node agent passes a call
+        on any other LB of its ``peers`` to its dashboard source as ``/node/<name>/<action>``."""
         st = self.backend.status()
         if node == st.get("self"):
             return await self._local(action == "standby")
         if self.dashboard is not None and node == (st.get("peer") or {}).get("name"):
             return await self._on_peer("/" + action, token)
+        peers = {p.get("name") for p in st.get("peers") or [] if isinstance(p, dict)}
+        if self.dashboard is not None and node in peers:  # an N-node agent: any other LB
+            return await self._on_peer(f"/node/{node}/{action}", token)
         return _json(404, {"error": f"no node {node} here or as this node's peer"})
 
     async def _local(self, standby: bool) -> Reply:

@@ -26,12 +26,15 @@ from typing import Any
 from hapair.agent.actor import VipActor
 from hapair.agent.api import StatusApi
 from hapair.agent.boot import next_boot_id
+from hapair.agent.dashboard import Dashboard
 from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
 from hapair.agent.keyring import Keyring
 from hapair.agent.logs import setup_logging
 from hapair.agent.metrics import Metrics
 from hapair.agent.nconfig import NodeConfig, load_node_config
+from hapair.agent.ndashdoc import NodeClusterView
 from hapair.agent.netcd import EtcdLink
+from hapair.agent.netcdinfo import EtcdInfo
 from hapair.agent.nloops import every, reconcile
 from hapair.agent.nmesh import Mesh
 from hapair.agent.nnode import (
@@ -112,11 +115,14 @@ class NodeAgent:
             on_change=self.tick,
             event=self.event,
         )
+        self.etcd_info = EtcdInfo(
+            self.etcd.client, cfg.etcd_endpoints, lambda: self.etcd.ownership.owners
+        )
         self.last_move_ms: float | None = None
         self.last: Decision | None = None
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
         self.transport: asyncio.DatagramTransport | None = None
-        self.api = StatusApi(self, self.token)
+        self.api = StatusApi(self, self.token, Dashboard(NodeClusterView(self)))
         self.unexpected_errors = 0
         self.exit_code = 0
         self._stop = asyncio.Event()
@@ -367,6 +373,7 @@ class NodeAgent:
             (self.etcd.lease_loop(), "etcd-lease"),
             (self.etcd.watch_loop(), "etcd-watch"),
             (self.etcd.poll_loop(), "etcd-poll"),
+            (self.etcd_info.loop(), "etcd-info"),
             *((a.run(), f"actor-{n}") for n, a in self.actors.items()),
         ):
             self._spawn(coro, name)
@@ -411,6 +418,7 @@ class NodeAgent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.mesh.close()
+        self.etcd_info.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self.etcd.close(revoke=not left)

@@ -45,6 +45,7 @@ def node_status(agent: NodeAgent) -> dict[str, Any]:
             }
         )
     e = view.etcd
+    agent.etcd_info.ask()  # someone looks: the members and leases are read again soon
     k = agent.etcd.keeper
     last = agent.last
     return {
@@ -77,6 +78,8 @@ def node_status(agent: NodeAgent) -> dict[str, Any]:
                 vip: {"node": o.node, "lease": f"{o.lease:x}", "mod_revision": o.mod_revision}
                 for vip, o in sorted(e.owners.items())
             },
+            # members (health, leader), leader, healthy_members, leases (per VIP), read_ms_ago
+            **agent.etcd_info.document([v.name for v in agent.cfg.vips]),
         },
         "held": sorted(n for n, a in agent.actors.items() if a.held),
         "wanted": sorted(agent.etcd.ownership.granted(e.lease)),

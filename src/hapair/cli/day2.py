@@ -136,21 +136,21 @@ def _apply_aws(new: Any, dry_run: bool, drain_timeout: float, title: str) -> Non
 
 
 def restart(
-    node: Annotated[str | None, typer.Argument(help="lb1 or lb2.")] = None,
-    rolling: Annotated[bool, typer.Option("--rolling", help="Both LBs, one at a time.")] = False,
+    node: Annotated[str | None, typer.Argument(help="lb1, lb2 (lb3.. with N LBs).")] = None,
+    rolling: Annotated[bool, typer.Option("--rolling", help="Every LB, one at a time.")] = False,
     name: NameOpt = None,
 ) -> None:
-    """Restart HAProxy and the agent of an LB (or both, one at a time) with its VIPs moved to
-    the other LB first: standby, restart, healthy, online, VIPs back."""
+    """Restart HAProxy and the agent of an LB (or every LB, one at a time) with its VIPs moved
+    to the other LB(s) first: standby, restart, healthy, online, VIPs back."""
     from hapair.platforms.lab.day2.restart import restart_lb
     from hapair.platforms.lab.day2.target import open_lab
 
     if (node is None) == (not rolling):
-        raise UsageError("restart: give lb1 or lb2, or --rolling (both, one at a time)")
+        raise UsageError("restart: give lb1 or lb2, or --rolling (every LB, one at a time)")
     with open_lab(_name(name)) as t:
         lbs = [lb.name for lb in t.plan.lbs] if rolling else [node or ""]
         if lbs[0] not in {lb.name for lb in t.plan.lbs}:
-            raise UsageError(f"restart: {lbs[0]} is not a load balancer (use lb1 or lb2)")
+            raise UsageError(f"restart: {lbs[0]} is not a load balancer (use {t.plan.lb_hint})")
         typer.echo(f"hapair restart {t.name}: {' then '.join(lbs)}")
         t0 = time.monotonic()
         for lb in lbs:

@@ -16,8 +16,8 @@ NameOpt = Annotated[
     str | None,
     typer.Option("--name", "-n", help="Cluster name (default: ./hapair.toml's, else demo)."),
 ]
-NodeArg = Annotated[str, typer.Argument(help="lb1 or lb2.")]
-AnyNodeArg = Annotated[str, typer.Argument(help="lb1, lb2, web1..N, igw or inet.")]
+NodeArg = Annotated[str, typer.Argument(help="lb1 or lb2 (lb3.. with N LBs).")]
+AnyNodeArg = Annotated[str, typer.Argument(help="lb1, lb2 (..lbN), web1..N, igw or inet.")]
 
 
 def _lab() -> LabPlatform:
@@ -88,12 +88,12 @@ def _admin(name: str | None, node: str, action: str) -> None:
 
 
 def standby(node: NodeArg, name: NameOpt = None) -> None:
-    """Planned: move the node's VIPs to its peer, make-before-break."""
+    """Planned: move the node's VIPs to its peer (N LBs: to the others), make-before-break."""
     _admin(name, node, "standby")
 
 
 def online(node: NodeArg, name: NameOpt = None) -> None:
-    """Planned: let the node take its VIPs back."""
+    """Planned: let the node take its VIPs (N LBs: its share) back."""
     _admin(name, node, "online")
 
 

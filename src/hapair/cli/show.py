@@ -60,10 +60,19 @@ def show_status(st: dict[str, Any]) -> str:
                 continue
             if "peers" in a:  # issue 13: an N-node agent sees every other LB
                 peers = " ".join(f"{p['name']}:{p['liveness']}" for p in a["peers"])
+                etcd = a.get("etcd") or {}
+                members = etcd.get("members") or []
+                healthy = sum(1 for m in members if m.get("healthy"))
                 out.append(
                     f"  {lb}: {a.get('health', {}).get('summary', '?')}; holds "
                     f"{','.join(a.get('held', [])) or '-'}; peers {peers}; etcd lease "
-                    f"{(a.get('etcd') or {}).get('lease')}"
+                    f"{etcd.get('lease')}"
+                    + (
+                        f"; etcd leader {etcd.get('leader') or 'none'}, "
+                        f"{healthy}/{len(members)} members healthy"
+                        if members
+                        else ""
+                    )
                     + ("; STANDBY" if a.get("standby") else "")
                 )
                 for ev in a.get("events", [])[-5:]:

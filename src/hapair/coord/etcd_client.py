@@ -269,6 +269,31 @@ class EtcdClient:
         data = await self.call("/v3/cluster/member/list", {})
         return list(data.get("members", []))
 
+    async def endpoint_status(self, endpoint: str, timeout: float) -> dict[str, Any]:
+        """One member's own status (``/v3/maintenance/status`` on ``endpoint`` only, not the
+        first member that answers): its id, version, raft term and the leader it follows.
+
+        :raises EtcdError: that member refused or did not answer within ``timeout``.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                if self._user and self._token is None:
+                    await self._authenticate(endpoint, timeout)
+                return await self._post(endpoint, "/v3/maintenance/status", {})
+        except EtcdError as exc:
+            if _INVALID_TOKEN in str(exc):
+                self._token = None  # the next call authenticates again
+            raise
+        except (httpx.HTTPError, TimeoutError, OSError, ValueError) as exc:
+            raise EtcdUnavailable(
+                f"{endpoint}: {type(exc).__name__} {exc}".strip(), code=14
+            ) from exc
+
+    async def time_to_live(self, lease: int) -> int:
+        """Seconds left on ``lease`` as etcd counts them (-1: it has expired or never was)."""
+        data = await self.call("/v3/lease/timetolive", {"ID": str(lease)})
+        return int(data.get("TTL", -1))
+
     async def enable_auth(self, root_password: str) -> None:
         """Bootstrap etcd auth: a ``root`` user with the root role and ``root_password``, then
         auth on. Idempotent: an existing user or role is kept, its password set again."""

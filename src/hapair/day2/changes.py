@@ -177,6 +177,19 @@ _PLACEHOLDERS = {
 }
 
 
+def _agent(plan: Plan, lb: str) -> str:
+    """``lb``'s agent settings as text: the pair's agent.toml, or the N-node agent's config
+    (``ha.coordinator = "etcd"``: every other LB is a peer, there is no single one)."""
+    if plan.spec.ha.coordinator != "etcd":
+        return render_agent(plan, lb, **_PLACEHOLDERS)
+    from hapair.render.nagent import node_config
+
+    cfg = node_config(
+        plan, lb, **_PLACEHOLDERS, etcd_endpoints=["<etcd>"], etcd_password_file="<password>"
+    )
+    return cfg.model_dump_json()
+
+
 def _haproxy(plan: Plan, lb: str) -> str:
     h = plan.spec.haproxy
     cert = (h.cert or "<lab.pem>") if h.https else None
@@ -209,11 +222,14 @@ def apply_plan(old: Spec, new: Spec) -> ApplyPlan:
     after = make_plan(new)
     lbs = [lb.name for lb in after.lbs]
     reload = tuple(lb for lb in lbs if _haproxy(before, lb) != _haproxy(after, lb))
-    agents = tuple(
-        lb
-        for lb in lbs
-        if render_agent(before, lb, **_PLACEHOLDERS) != render_agent(after, lb, **_PLACEHOLDERS)
-    )
+    agents = tuple(lb for lb in lbs if _agent(before, lb) != _agent(after, lb))
+    if agents and new.ha.coordinator == "etcd":
+        fields = ", ".join(c.path for c in changes if c.path.startswith("ha.")) or "agent settings"
+        raise UsageError(
+            f'{fields}: the N-node agent (ha.coordinator = "etcd") does not reload its '
+            f"settings while it runs; to change them, `hapair down --name {old.cluster.name}` "
+            "then `hapair up` with the new spec"
+        )
     firewall = tuple(
         n.name
         for n in after.nodes

@@ -137,7 +137,7 @@ function renderLbs(d) {
   const lbs = [...d.lbs].sort((a, b) => a.name.localeCompare(b.name));
   for (const lb of lbs) {
     const card = lbCard(lb.name);
-    card.querySelector(".role").textContent = lb.self ? "(this page's agent)" : "(its peer)";
+    card.querySelector(".role").textContent = lb.self ? "(this page's agent)" : (d.etcd ? "(a peer)" : "(its peer)");
     setField(card, "state", stateBadge(lb));
     setField(card, "healthy", lb.alive ? yesNo(lb.healthy, true) : badge("unknown (no heartbeat)", "bad"));
     setField(card, "summary", lb.summary || (lb.alive ? (lb.serving ? "serving" : "as its heartbeat says") : "–"));
@@ -212,6 +212,41 @@ function renderBackends(d) {
   fillBody("backends", rows);
 }
 
+function secs(v) { return v === null || v === undefined ? "–" : v.toFixed(1) + " s"; }
+
+// The etcd panel: only an N-node agent (coordinator "etcd") sends `d.etcd`.
+function renderEtcd(d) {
+  const section = $("etcd");
+  const e = d.etcd;
+  section.hidden = !e;
+  if (!e) return;
+  const leader = e.leader ? "leader " + e.leader : "no leader";
+  const quorum = e.quorum === null ? "members not read yet"
+    : e.healthy_members + " of " + e.members.length + " members healthy" + (e.quorum ? "" : ", NO QUORUM");
+  const lease = e.fenced ? "fenced: " + e.fenced
+    : (e.lease_valid ? "lease " + e.lease + " valid, " + ms(e.lease_left_ms) + " left" : "no valid lease");
+  $("etcd-summary").textContent = (e.available ? "etcd answers" : "etcd unavailable") + "; " +
+    leader + "; " + quorum + "; " + d.self + "'s " + lease +
+    (e.read_ms_ago === null ? "" : " (read " + ms(e.read_ms_ago) + " ago)");
+  fillBody("etcd-members", e.members.length ? e.members.map((m) => el("tr", { "data-member": m.name },
+    el("th", { scope: "row" }, m.name), el("td", {}, m.endpoint),
+    el("td", { class: "health" }, badge(m.healthy ? "healthy" : (m.answers ? "unhealthy" : "no answer"),
+      m.healthy ? "ok" : "bad")),
+    el("td", { class: "role" }, m.leader ? badge("leader", "ok") : (m.answers ? "follower" : "–")),
+    el("td", {}, num(m.raft_term)), el("td", {}, num(m.version)),
+    el("td", {}, m.error || "–"))) : [el("tr", {}, el("td", { colspan: "7" }, "not read yet"))]);
+  fillBody("etcd-leases", e.vips.map((v) => {
+    const kind = v.owner === null ? "bad" : (v.expired ? "bad" : "ok");
+    const ttl = v.expired ? badge("expired", "bad") : secs(v.ttl_left_s);
+    return el("tr", { "data-vip": v.vip },
+      el("th", { scope: "row" }, v.vip),
+      el("td", { class: "owner" }, badge(v.owner === null ? "nobody" : v.owner + (v.mine ? " (this node)" : ""), kind)),
+      el("td", {}, v.lease || "–"),
+      el("td", { class: "ttl" }, ttl),
+      el("td", {}, num(v.mod_revision)));
+  }));
+}
+
 function renderFailovers(d) {
   const rows = [...d.failovers].reverse().map((f) => el("tr", {},
     el("td", {}, f.time), el("th", { scope: "row" }, f.vip), el("td", {}, f.node),
@@ -235,6 +270,7 @@ function render(d) {
   updated.setAttribute("datetime", new Date(d.t * 1000).toISOString());
   renderLbs(d);
   renderVips(d);
+  renderEtcd(d);
   renderBackends(d);
   renderFailovers(d);
   renderEvents(d);

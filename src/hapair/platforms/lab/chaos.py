@@ -31,13 +31,14 @@ def _check(plan: Plan, state: dict[str, Any], node: str, mode: str) -> Role:
         role = plan.node(node).role
     except KeyError:
         raise UsageError(
-            f"no node {node} in lab {plan.name} (nodes: lb1, lb2, web1..web{len(plan.webs)}, "
+            f"no node {node} in lab {plan.name} (nodes: {plan.lb_hint.replace(' or ', ', ')}, "
+            f"web1..web{len(plan.webs)}, "
             "igw, inet)"
         ) from None
     if mode not in MODES:
         raise UsageError(f"kill: mode must be one of {', '.join(MODES)} (got {mode})")
     if mode in ("haproxy", "agent") and role is not Role.LB:
-        raise UsageError(f"--{mode}: {node} is not a load balancer (use lb1 or lb2)")
+        raise UsageError(f"--{mode}: {node} is not a load balancer (use {plan.lb_hint})")
     if mode == "agent" and state.get("engine") != "hapair":
         engine = state.get("engine")
         raise UsageError(f"--agent: lab {plan.name} runs no hapair agent (engine {engine})")

@@ -267,7 +267,7 @@ class LabPlatform(Platform):
     def _lb(self, name: str, node: str) -> tuple[Plan, dict[str, Any]]:
         plan, state = self.plan_of(name)
         if node not in {lb.name for lb in plan.lbs}:
-            raise UsageError(f"{node} is not a load balancer (use lb1 or lb2)")
+            raise UsageError(f"{node} is not a load balancer (use {plan.lb_hint})")
         return plan, state
 
 
