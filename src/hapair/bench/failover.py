@@ -17,7 +17,7 @@ from typing import Any
 
 from hapair.bench import analysis, faults
 from hapair.bench.engines import HaEngine, HapairAgents, make_engine
-from hapair.bench.labs import bench_name, build, is_steady, wait_until
+from hapair.bench.labs import bench_name, build, is_steady, keep_logs, wait_until
 from hapair.bench.probe import Sample
 from hapair.bench.runner import BackgroundProbe
 from hapair.errors import OperationError, UsageError
@@ -218,6 +218,7 @@ def bench_failover(
                 f"{m['failback_failed']}, dns failed {m['dns']['failed']}"
             )
     finally:
+        keep_logs(name, say)
         say(f"tearing down {name}")
         LabPlatform(LAB_ENGINE[engine]).down(name)
     report: dict[str, Any] = {

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from hapair.errors import OperationError
 from hapair.plan import Plan, make_plan
+from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.platform import Engine, LabPlatform, client_run
 from hapair.platforms.lab.state import load_state
 from hapair.spec import parse
@@ -85,3 +89,15 @@ def haproxy_pid(name: str, lb: str) -> int:
     if not entry:
         raise OperationError(f"no HAProxy recorded for {lb} in lab {name}")
     return int(entry["pid"])
+
+
+def keep_logs(name: str, say: Callable[[str], None]) -> None:
+    """Before a benchmark's lab is torn down: copy its logs to ``$HAPAIR_BENCH_LOGS/<name>``
+    when that variable is set (the agents' own account of a run that went wrong)."""
+    dest = os.environ.get("HAPAIR_BENCH_LOGS")
+    src = LabPaths(name).root / "logs"
+    if not dest or not src.is_dir():
+        return
+    target = Path(dest) / name
+    shutil.copytree(src, target, dirs_exist_ok=True)
+    say(f"logs kept in {target}")

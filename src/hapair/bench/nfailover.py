@@ -24,7 +24,7 @@ from hapair.agent.client import agent_request
 from hapair.bench import analysis, faults
 from hapair.bench.engines import MOVES_RE, HapairAgents
 from hapair.bench.failover import Timeouts, Trial, _poll
-from hapair.bench.labs import bench_name
+from hapair.bench.labs import bench_name, keep_logs
 from hapair.bench.nlabs import VIPS_PER_LB, balanced, build_n, owner_of, wait_balanced
 from hapair.bench.probe import Sample
 from hapair.bench.runner import BackgroundProbe
@@ -206,6 +206,7 @@ def bench_failover_n(
                 f"dns failed {m['dns']['failed']}"
             )
     finally:
+        keep_logs(name, say)
         say(f"tearing down {name}")
         LabPlatform("hapair").down(name)
     report: dict[str, Any] = {
