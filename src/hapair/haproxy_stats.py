@@ -41,21 +41,20 @@ def parse_show_stat(text: str) -> list[ServerState]:
     if header is None:
         return []
     col = {name: i for i, name in enumerate(header)}
-    want = ("pxname", "svname", "status", "check_status", "scur")
-    if any(name not in col for name in want):
+    if any(name not in col for name in ("pxname", "svname", "status")):
         return []
-    px, sv, st, ck, sc = (col[name] for name in want)
-    width = max(px, sv, st, ck, sc) + 1
+    px, sv, st = col["pxname"], col["svname"], col["status"]
+    ck, sc = col.get("check_status"), col.get("scur")  # optional: older or trimmed output
     out: list[ServerState] = []
     for row in rows:
-        if len(row) < width or row[sv] in ("FRONTEND", "BACKEND", ""):
+        if len(row) <= max(px, sv, st) or row[sv] in ("FRONTEND", "BACKEND", ""):
             continue
         if row[px] == "stats":
             continue
+        check = row[ck] if ck is not None and ck < len(row) else ""
+        scur = row[sc] if sc is not None and sc < len(row) else ""
         out.append(
-            ServerState(
-                row[px], row[sv], row[st], row[ck], int(row[sc]) if row[sc].isdigit() else 0
-            )
+            ServerState(row[px], row[sv], row[st], check, int(scur) if scur.isdigit() else 0)
         )
     return out
 

@@ -67,3 +67,25 @@ def test_calm_only_while_healthy_and_the_last_request_succeeded() -> None:
     assert g.calm
     g.stats(False)
     assert not g.calm  # HAProxy silent
+
+
+def test_show_stat_parsing_needs_only_name_and_status_columns() -> None:
+    from hapair.haproxy_stats import parse_show_stat
+
+    full = (
+        "# pxname,svname,qcur,scur,status,check_status,\n"
+        "web,FRONTEND,,5,OPEN,,\nweb,web1,0,3,UP,L7OK,\nweb,web2,0,0,DOWN,L4CON,\n"
+        "web,BACKEND,0,3,UP,,\nstats,FRONTEND,,0,OPEN,,\n"
+    )
+    got = parse_show_stat(full)
+    assert [(s.server, s.up, s.check, s.sessions) for s in got] == [
+        ("web1", True, "L7OK", 3),
+        ("web2", False, "L4CON", 0),
+    ]
+    # A trimmed answer (no scur, no check_status) still gives the servers and their state.
+    trimmed = parse_show_stat("# pxname,svname,status\nweb,web1,UP 1/2\nweb,web2,MAINT\n")
+    assert [(s.server, s.up, s.check, s.sessions) for s in trimmed] == [
+        ("web1", True, "", 0),
+        ("web2", False, "", 0),
+    ]
+    assert parse_show_stat("") == [] and parse_show_stat("# pxname,foo\nweb,1\n") == []
