@@ -128,3 +128,18 @@ def test_agent_config_points_heartbeats_at_both_peer_addresses() -> None:
     assert cfg.peer_addresses == ["198.18.0.12", "198.18.0.112"]
     assert cfg.ping_nodes == ["198.18.0.1"]
     assert [(v.name, v.home) for v in cfg.vips] == [("vip1", "lb1"), ("vip2", "lb2")]
+
+
+def test_the_aws_fabric_silences_the_lb_addresses_too_but_not_for_the_lbs() -> None:
+    l2 = render_nftables(make_plan(Spec()), "lb1")
+    aws = render_nftables(make_plan(parse({"lab": {"fabric": "aws"}})), "lb1")
+    assert l2 is not None and aws is not None
+    # On the aws fabric the igw translates each EIP to an LB's private address: a crashed
+    # HAProxy must be silent there too. The peer's probe (from the LB group) is still refused.
+    assert "elements = { 198.19.255.1, 198.19.255.2 }" in l2
+    assert (
+        "elements = { 198.19.255.1, 198.19.255.2, 198.18.0.11, 198.18.0.111, 198.18.0.12, "
+        "198.18.0.112 }" in aws
+    )
+    drop = "ip daddr @client_addrs ip saddr != @lb_group tcp dport { 80, 443 } ct state new"
+    assert drop in l2 and drop in aws

@@ -17,6 +17,16 @@ def lb_group(plan: Plan) -> list[str]:
     return out
 
 
+def client_addresses(plan: Plan) -> list[str]:
+    """The addresses clients connect to, where a crashed HAProxy must be silent rather than
+    refuse: the floating IPs and, on the aws fabric (whose igw translates each EIP to an LB's
+    private address), every LB address too."""
+    out = [v.address for v in plan.vips]
+    if plan.spec.lab.fabric == "aws":
+        out.extend(lb_group(plan))
+    return out
+
+
 def render_nftables(plan: Plan, node: str) -> str | None:
     """The ruleset for ``node`` (an ``nft -f`` script), or ``None`` for nodes without an SG."""
     n = plan.node(node)
@@ -36,7 +46,7 @@ def render_nftables(plan: Plan, node: str) -> str | None:
             stats_port=spec.haproxy.stats_port,
             admin_port=spec.admin.port,
             admin_cidrs=list(spec.admin.cidrs),
-            vips=[v.address for v in plan.vips],
+            client_addrs=client_addresses(plan),
             drain_set=NFT_SET,
             drain_mark=f"{MARK:#x}",
         )
