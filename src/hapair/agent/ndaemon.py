@@ -5,37 +5,40 @@ Heartbeats go to every other LB, a full mesh (:mod:`hapair.agent.nmesh` says why
 
 A tick reads one snapshot (:class:`~hapair.agent.nnode.View`), calls the pure ``decide()``,
 hands each wish to the VIP's actor and starts the etcd acquisitions; a granted VIP is added and
-announced (gratuitous ARP) only once etcd has said so. Everything else (the safety net, the
-health gate, the ping nodes, the reconcile loop) is the pair's, reused.
+announced (gratuitous ARP) only once etcd has said so. The safety net, the event log, the
+periodic loops, the reconcile pass and the stop's last steps are shared with the pair
+(:mod:`hapair.agent.core`); the health gate and the ping nodes are the pair's, reused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
-import os
-import signal
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from hapair.agent.actor import VipActor
 from hapair.agent.api import StatusApi
 from hapair.agent.boot import next_boot_id
+from hapair.agent.core import (
+    HANDOFF_S,
+    KEY_REFRESH_MS,
+    AgentCore,
+    realtime,
+    reconcile,
+    run_main,
+    start_logging,
+)
 from hapair.agent.dashboard import Dashboard
 from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
 from hapair.agent.keyring import Keyring
-from hapair.agent.logs import setup_logging
-from hapair.agent.metrics import Metrics
 from hapair.agent.nconfig import NodeConfig, load_node_config
 from hapair.agent.ndashdoc import NodeClusterView
 from hapair.agent.netcd import EtcdLink
 from hapair.agent.netcdinfo import EtcdInfo
-from hapair.agent.nloops import every, reconcile
 from hapair.agent.nmesh import Mesh
 from hapair.agent.nnode import (
     Acquire,
@@ -57,8 +60,6 @@ logger = logging.getLogger("hapair.agent")
 
 #: How long a node waits at start for its etcd lease and a first read of the owners (s).
 ETCD_START_S = 5.0
-#: How long a stopping node waits for its VIPs to be taken (s).
-HANDOFF_S = 5.0
 
 
 def make_resource(cfg: NodeConfig, index: int) -> FloatingIP:
@@ -73,24 +74,17 @@ def make_resource(cfg: NodeConfig, index: int) -> FloatingIP:
     raise FatalError(f"vips.{index}.driver: {v.driver} is not supported with etcd; use l2")
 
 
-class _Heartbeats(asyncio.DatagramProtocol):
-    def __init__(self, agent: NodeAgent) -> None:
-        self.agent = agent
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.agent.guarded("heartbeat receiver", self.agent.mesh.receive, data)
-
-
-class NodeAgent:
+class NodeAgent(AgentCore):
     """One LB's N-node agent. Use ``await agent.run()``; stops on SIGTERM/SIGINT."""
 
+    #: An etcd acquisition or a request through the local HAProxy ends by itself.
+    one_shot_tasks = ("acquire-", "probe-")
+
     def __init__(self, cfg: NodeConfig) -> None:
+        super().__init__()
         self.cfg = cfg
         self.keyring = Keyring(Path(cfg.key_file))
         self.token = Path(cfg.admin_token_file).read_text().strip()
-        self.metrics = Metrics()
-        self.boot_id = 0
-        self.t0 = time.monotonic()
         self.mesh = Mesh(cfg, self.keyring, self.metrics, self.now_ms, self.tick, self.event)
         self.resources = [make_resource(cfg, i) for i in range(len(cfg.vips))]
         timeout = cfg.action_timeout_ms / 1000
@@ -120,43 +114,9 @@ class NodeAgent:
         )
         self.last_move_ms: float | None = None
         self.last: Decision | None = None
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
-        self.transport: asyncio.DatagramTransport | None = None
         self.api = StatusApi(self, self.token, Dashboard(NodeClusterView(self)))
-        self.unexpected_errors = 0
-        self.exit_code = 0
-        self._stop = asyncio.Event()
-        self._stopping = False
-        self._ready = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    # ------------------------------------------------------------------ basics
-    def now_ms(self) -> float:
-        """Milliseconds on the monotonic clock since the agent started."""
-        return (time.monotonic() - self.t0) * 1000.0
-
-    def event(self, message: str, level: int = logging.INFO) -> None:
-        """Log a sentence once and keep it for ``/status``."""
-        logger.log(level, "%s", message)
-        t = time.time()
-        stamp = time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
-        self.events.append({"time": stamp, "message": message})
-
-    def guarded(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)``; an unexpected error is logged and counted, never fatal."""
-        try:
-            return fn(*args)
-        except FatalError:
-            raise
-        except Exception:
-            self._unexpected(where)
-            return None
-
-    def _unexpected(self, where: str) -> None:
-        self.unexpected_errors += 1
-        self.metrics.unexpected.labels(where).inc()
-        logger.exception("unexpected error in %s, please report; carrying on", where)
-
+    # ------------------------------------------------------------------ actions
     def _on_action(self, vip: str, action: str, ok: bool, took: float, err: str) -> None:
         if ok:
             self.metrics.held.labels(vip).set(1 if action == "start" else 0)
@@ -186,9 +146,6 @@ class NodeAgent:
 
     def _send(self) -> None:
         self.mesh.send(self.transport, self._heartbeat)
-
-    def _held(self) -> frozenset[str]:
-        return frozenset(n for n, a in self.actors.items() if a.held and a.desired is not False)
 
     # ------------------------------------------------------------------ decisions
     def _eligible_self(self) -> bool:
@@ -265,28 +222,18 @@ class NodeAgent:
         self.tick()
 
     # ------------------------------------------------------------------ loops
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or self._stopping:
-            return
-        exc = task.exception()
-        if exc is None and task.get_name().startswith(("acquire-", "probe-")):
-            return
-        if isinstance(exc, FatalError):
-            self.event(f"fatal: {exc}; exiting", logging.ERROR)
-        else:
-            logger.error("loop %s ended: %r, please report", task.get_name(), exc)
+    def _loop_ended(self, name: str, exc: BaseException | None) -> None:
+        logger.error("loop %s ended: %r, please report", name, exc)
         self.exit_code = 1
         self._stop.set()
 
     async def _read_stats(self) -> None:
         answers, up, total = await read_stats(self.cfg.stats_socket, timeout=0.5)
         self._apply_health(self.gate.stats(answers, up, total))
+
+    def _probe_self(self) -> None:
+        """Start one request through the local HAProxy, without waiting for the last one."""
+        self._spawn(self._request_self(), "probe-self")
 
     async def _request_self(self) -> None:
         started = self.now_ms()
@@ -310,18 +257,6 @@ class NodeAgent:
         """The ``/status`` document."""
         return node_status(self)
 
-    def metrics_text(self) -> bytes:
-        """Prometheus exposition."""
-        return self.metrics.render()
-
-    def is_healthy(self) -> bool:
-        """For HAProxy-style checks of the agent itself."""
-        return self.health.healthy
-
-    def count_api_error(self, reason: str) -> None:
-        """Count a refused or failed API request."""
-        self.metrics.api_errors.labels(reason).inc()
-
     async def set_standby(self, on: bool) -> str:
         """Standby: the others take this node's VIPs (make-before-break); online: it takes its
         share back after ``failback_delay``."""
@@ -340,19 +275,10 @@ class NodeAgent:
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1)."""
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        self._listen_signals()
         self.boot_id = next_boot_id(self.cfg.boot_path())
-        if self.cfg.realtime:  # as the pair: a saturated machine must not delay heartbeats
-            try:
-                os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(10))
-            except OSError as exc:
-                logger.info("real-time scheduling not available (%s)", exc)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Heartbeats(self), local_addr=(self.cfg.bind, self.cfg.port)
-        )
-        self.transport = transport
+        realtime(self.cfg.realtime)
+        await self._open_heartbeats(self.cfg.bind, self.cfg.port, self.mesh.receive)
         await self.api.start(self.cfg.api_bind, self.cfg.api_port, self.cfg.api_socket or None)
         with contextlib.suppress(OSError):
             self.pinger.open()
@@ -377,22 +303,15 @@ class NodeAgent:
             *((a.run(), f"actor-{n}") for n, a in self.actors.items()),
         ):
             self._spawn(coro, name)
-        c = self.cfg
-        for period, fn, name in (
-            (c.interval_ms, self._send, "heartbeat"),
-            (c.health_interval_ms, self._read_stats, "health-stats"),
-            (
-                c.health_interval_ms,
-                lambda: self._spawn(self._request_self(), "probe-self"),
-                "health",
-            ),
-            (c.interval_ms / 2, self.mesh.probe_late, "peer-probe"),
-            (c.interval_ms * 2, self.pinger.send, "ping"),
-            (c.reconcile_interval_ms, self._reconcile, "reconcile"),
-            (c.interval_ms * 2, self.tick, "decide"),
-            (5000.0, self.keyring.refresh, "keys"),
-        ):
-            self._spawn(every(period / 1000, fn, name, self._unexpected, self.metrics), name)
+        c, every = self.cfg, self._spawn_every
+        every(lambda: c.interval_ms, self._send, "heartbeat")
+        every(lambda: c.health_interval_ms, self._read_stats, "health-stats")
+        every(lambda: c.health_interval_ms, self._probe_self, "health")
+        every(lambda: c.interval_ms / 2, self.mesh.probe_late, "peer-probe")
+        every(lambda: c.interval_ms * 2, self.pinger.send, "ping")
+        every(lambda: c.reconcile_interval_ms, self._reconcile, "reconcile")
+        every(lambda: c.interval_ms * 2, self.tick, "decide")
+        every(lambda: KEY_REFRESH_MS, self.keyring.refresh, "keys")
         self.tick()
         await self._stop.wait()
         await self._shutdown()
@@ -411,36 +330,20 @@ class NodeAgent:
         left = sorted(self._held())
         if left:
             self.event(f"stopping: {', '.join(left)} kept configured, nobody took it")
-        self._stopping = True
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._end_tasks()
         await self.mesh.close()
         self.etcd_info.close()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self.etcd.close(revoke=not left)
-        await self.api.close()
-        self.pinger.close()
-        for r in self.resources:
-            await r.close()
-        if self.transport is not None:
-            self.transport.close()
-        self.event(f"{self.cfg.node} stopped")
+        await self._close(self.cfg.node)
 
 
 def run_node_agent(config: Path) -> int:
     """Entry point for an N-node ``agent.toml``: load, run, map fatal errors to exit 1."""
     cfg = load_node_config(config)
-    setup_logging(cfg.log_format, cfg.node)
-    logging.getLogger("hapair.agent.membership").setLevel(logging.WARNING)
+    start_logging(cfg.log_format, cfg.node)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # The lease keeper's grants and fences are logged as this agent's events.
     logging.getLogger("hapair.coord.etcd_store").setLevel(logging.ERROR)
-    try:
-        return asyncio.run(NodeAgent(cfg).run())
-    except FatalError as exc:
-        logger.error("fatal: %s", exc)
-        return 1
+    return run_main(lambda: NodeAgent(cfg).run())
