@@ -163,6 +163,8 @@ def test_a_stop_or_an_unassociated_eip_ends_the_yielding(ec2: Any, client: Any) 
         assoc = ec2.describe_addresses(AllocationIds=[pair.alloc])["Addresses"][0]
         ec2.disassociate_address(AssociationId=assoc["AssociationId"])
         assert not (await lb2.monitor()).held
+        lb2.guard.unassociated_since = time.monotonic() - lb2.guard.quiet_s  # on nobody 3 s
+        assert not (await lb2.monitor()).held
         await lb2.start()
         assert moves(lb2) == 2
 
@@ -403,8 +405,17 @@ def test_take_guard() -> None:
     assert g.refusal(60.1) is None
     g.took()
     g.seen(here=False, elsewhere=True, now=70.0)
-    g.seen(here=False, elsewhere=False, now=70.5)  # unassociated: nobody serves it
-    assert g.refusal(70.6) is None
+    g.seen(here=False, elsewhere=False, now=70.5)  # unassociated: a swap under way, maybe
+    assert g.refusal(70.6) is not None
+    g.seen(here=False, elsewhere=False, now=73.6)  # still on nobody: nobody serves it
+    assert g.refusal(73.7) is None
+    # A holder that sees its EIP on nobody (the peer's compare-and-swap between its two
+    # calls) counts it as taken and does not claim it back.
+    g.took()
+    g.seen(here=False, elsewhere=False, now=80.0)
+    assert g.refusal(80.1) is not None
+    g.seen(here=False, elsewhere=True, now=80.2)  # the peer's associate landed
+    assert g.refusal(80.3) is not None
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

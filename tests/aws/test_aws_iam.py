@@ -31,6 +31,7 @@ from hapair.platforms.aws.iam import (
     web_policy,
 )
 from hapair.platforms.aws.nodesync import NodeConfig, sync_once
+from hapair.platforms.aws.webwatch import WebWatch
 
 SCOPES = [
     Scope("c1", "123456789012", "us-east-1", "hapair-c1-123456789012-us-east-1"),
@@ -159,15 +160,17 @@ def test_the_agent_and_the_node_sync_call_only_what_the_policy_allows(
             pair.ip[lb][0 if lb == "lb1" else 1],
             cluster="c",
             reader=AddressReader(Ec2Calls(lambda: client), ttl=0.0),
+            home=lb == "lb1",
         )
         for lb in ("lb1", "lb2")
     }
 
     async def every_path() -> None:
         await agents["lb1"].monitor()
-        await agents["lb2"].start()
+        await agents["lb2"].start()  # a failover: the compare-and-swap
         await agents["lb2"].stop()
-        await agents["lb1"].start()
+        agents["lb1"].reader.forget()
+        await agents["lb1"].start()  # the failback
 
     asyncio.run(every_path())
     platform.up(aws_plan(cluster_name, ami, size=1))
@@ -191,11 +194,15 @@ def test_the_agent_and_the_node_sync_call_only_what_the_policy_allows(
         Recorder(role.client("s3", endpoint_url=aws_env), "s3", seen),
         check=lambda text: None,
     )
-    # The desired-document follower: one GetParameter per poll, nothing else of AWS.
+    # The desired-document follower: one GetParameter per poll, and its web watch one
+    # DescribeInstances; nothing else of AWS.
     follower = Follower(
         FollowerConfig(cluster_name, "lb1", REGION, desired.parameter(cluster_name)),
         Recorder(role.client("ssm", endpoint_url=aws_env), "ssm", seen),
         check=lambda text: None,
+        watch=WebWatch(
+            Recorder(role.client("ec2", endpoint_url=aws_env), "ec2", seen), cluster_name
+        ),
     )
     follower._password = lambda: None  # type: ignore[method-assign]  # no file: refused, fine
     assert "rejected" in follower.tick()

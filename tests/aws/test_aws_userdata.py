@@ -7,6 +7,7 @@ import base64
 import gzip
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -164,16 +165,67 @@ def test_pip_spec_is_an_explicit_override() -> None:
         assert userdata.S3GET not in files
 
 
-def test_boot_never_hard_restarts_haproxy() -> None:
-    # Boot rehearsal: the follower's first run reloads HAProxy seamlessly with the rendered
-    # config; a `systemctl restart` right after it threw that worker and its state away.
+def test_boot_loads_haproxy_once() -> None:
+    # Boot rehearsal, findings 1 and 3: the package started HAProxy with its default config,
+    # then the sync, the follower and runcmd each reloaded (or restarted) it. Now apt starts
+    # no service (policy-rc.d, removed right after), the sync and the follower only write
+    # haproxy.cfg (--boot), and runcmd starts HAProxy once, after both.
     for install in (BUCKET_INSTALL, Install("eu-west-3", "b", pip_spec="hapair==0.1.0")):
         out = rendered({"web": {"size": 1}}, install)
         for lb in ("lb1", "lb2"):
-            cmds = commands(files_of(out[lb])[0])
-            assert "systemctl restart haproxy" not in cmds
+            doc, files = files_of(out[lb])
+            assert files[userdata.POLICY_RC_D].splitlines()[-1] == "exit 101"
+            cmds = commands(doc)
+            apt = next(i for i, c in enumerate(cmds) if "apt-get install -y haproxy" in c)
+            assert cmds[apt + 1] == f"rm -f {userdata.POLICY_RC_D}"
+            haproxy = [c for c in cmds if "haproxy" in c and "systemctl" in c]
+            assert haproxy == ["systemctl enable --now haproxy"], haproxy
+            sync = next(i for i, c in enumerate(cmds) if "aws.nodesync" in c)
             follower = next(i for i, c in enumerate(cmds) if "follower" in c and "--once" in c)
-            assert cmds.index("systemctl reload-or-restart haproxy") > follower
+            assert "--boot" in cmds[sync] and "--boot" in cmds[follower]
+            assert cmds.index("systemctl enable --now haproxy") > max(sync, follower)
+
+
+def test_boot_sync_and_follower_reload_nothing() -> None:
+    from hapair.platforms.aws.nodesync import SyncResult, service_actions
+
+    changed = SyncResult(key=False, token=True, haproxy=True, generation="1", backends=1)
+    assert ["systemctl", "reload-or-restart", "haproxy.service"] in service_actions(changed)
+    assert service_actions(changed, boot=True) == [
+        ["systemctl", "try-restart", "hapair-agent.service"]
+    ]
+
+
+def test_web_nodes_install_hapair_without_the_lbs_dependencies() -> None:
+    # Boot rehearsal, finding 4: the demo web app needs the standard library only.
+    for install in (BUCKET_INSTALL, Install("eu-west-3", "b", pip_spec="hapair==0.1.0")):
+        out = rendered({"web": {"size": 2}}, install)
+        for web in ("web1", "web2"):
+            cmds = commands(files_of(out[web])[0])
+            assert not any("requirements" in c for c in cmds), cmds
+            assert not any("haproxy" in c for c in cmds)
+            pips = [c for c in cmds if "/opt/hapair/bin/pip install" in c]
+            assert pips and all("--no-deps" in c or "PIP_NO_DEPS=1 " in c for c in pips), pips
+        lb_cmds = commands(files_of(out["lb1"])[0])
+        if not install.pip_spec:
+            assert any("pip install -r /opt/hapair/requirements.txt" in c for c in lb_cmds)
+    # What a web node runs imports nothing but the standard library and hapair itself.
+    code = (
+        "import sys, hapair.webapp.__main__; "
+        "bad = sorted(m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+        "{'boto3', 'botocore', 'pydantic', 'jinja2', 'typer', 'httpx', 'pyroute2', "
+        "'prometheus_client', 'rich'}); "
+        "print(','.join(bad))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr
+
+
+def test_every_node_runs_with_the_c_utf8_locale() -> None:
+    # Boot rehearsal, finding 5: cloud-init's default locale (en_US.UTF-8) is not generated
+    # on a minimal Debian; C.UTF-8 always is.
+    for text in rendered({"web": {"size": 2}}, BUCKET_INSTALL).values():
+        assert files_of(text)[0]["locale"] == "C.UTF-8"
 
 
 @pytest.mark.skipif(

@@ -52,9 +52,23 @@ def agent_calls(lab: Lab) -> list[dict[str, Any]]:
 
 
 def never_unassociated(lab: Lab) -> None:
+    """An EIP is unassociated only between the two calls of a take's compare-and-swap
+    (hapair.agent.resources.aws_cas: DisassociateAddress of the association the taker saw,
+    then its AssociateAddress), never after an AssociateAddress."""
     every = fabric.calls(lab.name) + fabric.calls(lab.name, "DisassociateAddress")
-    assert [c for c in every if c["op"] != "AssociateAddress"] == []
-    assert [c for c in every if c["unassociated"]] == []
+    every.sort(key=lambda c: c["at"])
+    pending: set[str] = set()
+    before: set[str] = set()
+    for c in every:
+        now = set(c["unassociated"])
+        if c["op"] == "DisassociateAddress":
+            assert c["agent"], c
+            pending |= now - before
+        else:
+            pending.discard(c["allocation"])
+            assert now <= pending, c
+        before = now
+    assert pending == set() and before == set()
 
 
 def settle(lab: Lab, timeout: float = 20) -> None:

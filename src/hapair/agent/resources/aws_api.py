@@ -168,6 +168,10 @@ class AddressReader:
         """Seconds since the last answer."""
         return time.monotonic() - self._at
 
+    def forget(self) -> None:
+        """The cached answer is known to be stale: the next read asks EC2."""
+        self._at = float("-inf")
+
     def remember(self, record: dict[str, Any]) -> None:
         """Keep ``record`` as the newest reading of its allocation (after a move of ours)."""
         self._cache[record["AllocationId"]] = record

@@ -17,6 +17,9 @@ a single step; there is never a moment with no association. Around that one call
   ``start`` yields (:class:`TakeGuard`, code ``HeldByPeer``, no call) until the holder marks it
   released, a new wish of the daemon's comes (see :class:`TakeGuard` for how that is told
   apart from the reconcile loop's repeats), or :data:`YIELD_S` has passed.
+- **An arbiter for split brain.** A take from a peer that did not consent (a failover) is a
+  compare-and-swap on the association the taker saw (:mod:`~.aws_cas`): of two takers, or a
+  taker with a stale reading, exactly one wins; the loser records why (:attr:`AwsEip.lost`).
 - **Back off per VIP.** A failed move makes the next ``start`` of that VIP wait an exponential,
   capped, jittered delay (:class:`Backoff`, code ``BackingOff``, no call).
 - **Only onto an LB ENI.** Before its first move the agent checks once that its ENI carries
@@ -50,6 +53,7 @@ from hapair.agent.resources.aws_api import (
     ReadFailed,
     ec2_client_factory,
 )
+from hapair.agent.resources.aws_cas import take, take_kind
 from hapair.agent.resources.base import FloatingIP, MonitorResult
 from hapair.errors import ResourceError
 
@@ -111,15 +115,25 @@ class TakeGuard:
     held: bool = False
     lost_at: float | None = None
     last_refused: float | None = None
+    unassociated_since: float | None = None
 
     def seen(self, here: bool, elsewhere: bool, now: float) -> None:
-        """Record a reading: the EIP is ``here``, on another ENI (``elsewhere``) or on none."""
+        """Record a reading: the EIP is ``here``, on another ENI (``elsewhere``) or on none.
+        On none, it may be the middle of the peer's compare-and-swap (:mod:`~.aws_cas`): a
+        node that held it counts it as taken; the yielding ends once it has stayed on nobody
+        for ``quiet_s`` (nobody serves it: taking it is right, whoever held it before)."""
         if here:
             self.held, self.lost_at, self.last_refused = True, None, None
-        elif elsewhere and self.held:
+            self.unassociated_since = None
+            return
+        if elsewhere:
+            self.unassociated_since = None
+        elif self.unassociated_since is None:
+            self.unassociated_since = now
+        if self.held:
             self.held, self.lost_at = False, now
-        elif not elsewhere:
-            self.held, self.lost_at, self.last_refused = False, None, None
+        elif not elsewhere and now - (self.unassociated_since or now) >= self.quiet_s:
+            self.lost_at = self.last_refused = None
 
     def took(self) -> None:
         """This node just associated the EIP."""
@@ -174,6 +188,8 @@ class AwsEip(FloatingIP):
     :param poll_interval: time between two reads while checking a move.
     :param guard: when ``start`` yields to the peer (default: :data:`QUIET_S`, :data:`YIELD_S`).
     :param backoff: the per-VIP backoff after a failed move (default: 1 s doubling to 30 s).
+    :param home: this node is the EIP's home (its takes are failbacks: one atomic remap);
+        else a take the holder did not consent to is a compare-and-swap (:mod:`~.aws_cas`).
     """
 
     def __init__(
@@ -191,8 +207,12 @@ class AwsEip(FloatingIP):
         poll_interval: float = 0.25,
         guard: TakeGuard | None = None,
         backoff: Backoff | None = None,
+        home: bool = True,
     ) -> None:
         self.name = name
+        self.home = home
+        #: Why the last take lost a race (``None``: none lost yet).
+        self.lost: str | None = None
         self.address = address
         self.allocation_id = allocation_id
         self.eni_id = eni_id
@@ -250,43 +270,46 @@ class AwsEip(FloatingIP):
             return
         if record is None:
             raise ResourceError(f"{self._what()}: no such elastic ip", "NotFound")
-        if released(record):
+        consented = released(record)
+        if consented:
             self.guard.released()  # the holder let it go: taking it is the handover
         refusal = self.guard.refusal(time.monotonic())
-        if refusal is not None and record.get("NetworkInterfaceId"):
+        if refusal is not None:
             raise ResourceError(f"{self._what()}: {where(record)}: {refusal}", "HeldByPeer")
         if self.cluster:
             problem = await self.reader.eni_problem(self.eni_id, self.cluster)
             if problem is not None:
                 raise ResourceError(f"{self._what()}: refusing to move it: {problem}", "NotAnLbEni")
         try:
-            await self._move(record, end)
+            await self._move(record, end, consented)
         except ResourceError as exc:
-            if exc.code != "HeldByPeer":
+            if exc.code == "LostRace":
+                self.lost = str(exc)
+                self.reader.forget()
+                logger.info("%s", exc)
+            elif exc.code != "HeldByPeer":
                 delay = self.backoff.fail(time.monotonic())
                 logger.info("%s: move failed (%s); next try in %.1f s", self._what(), exc, delay)
             raise
         self.backoff.ok()
 
-    async def _move(self, before: dict[str, Any], end: float) -> None:
-        """The one AssociateAddress, then reads until DescribeAddresses shows it here."""
-        remaining = end - time.monotonic()
-        res = await self.calls.once(
-            self._what(),
-            "associate_address",
-            min(self.calls.call_timeout, remaining),
-            AllocationId=self.allocation_id,
-            NetworkInterfaceId=self.eni_id,
-            PrivateIpAddress=self.private_ip,
-            AllowReassociation=True,
-        )
+    async def _move(self, before: dict[str, Any], end: float, consented: bool) -> None:
+        """The take (:func:`~.aws_cas.take`), then reads until DescribeAddresses shows it."""
+        kind = take_kind(before, self.home, consented)
+        target = {
+            "AllocationId": self.allocation_id,
+            "NetworkInterfaceId": self.eni_id,
+            "PrivateIpAddress": self.private_ip,
+        }
+        res = await take(self.calls, self._what(), before, kind, target, end)
         self.guard.took()
         logger.info(
-            "%s: associated with %s %s (was %s)",
+            "%s: associated with %s %s (was %s; %s)",
             self._what(),
             self.eni_id,
             self.private_ip,
             where(before),
+            kind.value,
         )
         seen: dict[str, Any] | None = None
         while True:
@@ -393,4 +416,5 @@ def make_aws_eip(
         cluster=cfg.cluster,
         reader=reader,
         deadline=max(0.5, cfg.action_timeout_ms / 1000 * 0.9),
+        home=vip.home == cfg.node,
     )

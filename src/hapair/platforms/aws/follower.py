@@ -40,6 +40,7 @@ from hapair.errors import OperationError
 from hapair.fileio import write_atomic
 from hapair.platforms.aws import userdata
 from hapair.platforms.aws.client import THROTTLING
+from hapair.platforms.aws.webwatch import WebWatch, without
 from hapair.render.haproxy import check_haproxy, render_haproxy_settings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,10 @@ class Follower:
     :param ssm: an SSM client with the LB role's credentials.
     :param check: validates a rendered haproxy.cfg (default ``haproxy -c``).
     :param run: runs a command (the reloads); tests record them.
+    :param watch: web instances terminated behind hapair's back, asked at each poll
+        (:mod:`~.webwatch`); their servers are left out of what this LB serves.
+    :param boot: HAProxy has not started yet (the boot's first run): write haproxy.cfg, touch
+        neither HAProxy nor its runtime API (the user data starts HAProxy once, after).
     """
 
     def __init__(
@@ -96,8 +101,12 @@ class Follower:
         check: Callable[[str], None] = check_haproxy,
         run: Callable[[tuple[str, ...]], None] = _run,
         rng: random.Random | None = None,
+        boot: bool = False,
+        watch: WebWatch | None = None,
     ) -> None:
         self.cfg, self.ssm, self.check, self.run = cfg, ssm, check, run
+        self.boot, self.watch = boot, watch
+        self.value = ""  # the running version's document, as fetched
         self.rng = rng or random.Random()
         self.running: DesiredDoc | None = None
         self.version = 0
@@ -112,6 +121,16 @@ class Follower:
 
     def tick(self) -> str:
         """Poll once and apply a new version; returns what happened, as a sentence."""
+        seen = self.watch.poll() if self.watch is not None else None
+        if seen is not None:
+            logger.info("%s", seen)
+            assert self.watch is not None
+            if self.running is not None and self.password is not None and self.watch.changed:
+                try:
+                    return f"{seen}: {self._apply(self.version, self.value, self.password)}"
+                except (DocumentError, OperationError) as exc:
+                    self.counters["rejected"] += 1
+                    return f"{seen}: not applied: {exc}"
         try:
             res = self.ssm.get_parameter(Name=self.cfg.parameter)
         except ClientError as exc:
@@ -152,6 +171,8 @@ class Follower:
 
     def _apply(self, version: int, value: str, password: str | None) -> str:
         doc = decode(value, self.cfg.cluster)
+        if self.watch is not None:
+            doc = without(doc, self.watch.gone)
         if password is None:
             raise OperationError(
                 f"no stats password in {self.cfg.stats_password_file} yet (the node sync writes it)"
@@ -172,6 +193,7 @@ class Follower:
         if plan.agent:
             done.append(self._agent(doc))
         self.running, self.version, self.password = doc, version, password
+        self.value = value
         self.counters["applied"] += 1
         line = f"version {version} applied ({doc.digest()}): {plan.reason()}"
         logger.info("%s%s", line, f"; {'; '.join(done)}" if done else "")
@@ -196,6 +218,9 @@ class Follower:
         c = self.cfg
         if not plan.rewrite:
             return []
+        if self.boot:
+            write_atomic(Path(c.haproxy_cfg), text, mode=0o600)
+            return ["haproxy.cfg written; HAProxy starts with it"]
         done: list[str] = []
         reload = plan.reload
         if not reload:
@@ -276,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="hapair: follow the desired configuration")
     parser.add_argument("--config", type=Path, default=Path(userdata.NODE_JSON))
     parser.add_argument("--once", action="store_true", help="poll once, apply, exit")
+    parser.add_argument(
+        "--boot", action="store_true", help="with --once: write haproxy.cfg, reload nothing"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = config_from_node_json(args.config)
@@ -283,7 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     ssm = boto3.session.Session(region_name=cfg.region).client(
         "ssm", config=Config(retries={"total_max_attempts": 1, "mode": "standard"})
     )
-    follower = Follower(cfg, ssm)
+    # The web instances of the cluster, through the LB role (ec2:DescribeInstances only).
+    ec2 = boto3.session.Session(region_name=cfg.region).client(
+        "ec2", config=Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    )
+    watch = WebWatch(ec2, cfg.cluster, schedule=cfg.schedule)
+    follower = Follower(cfg, ssm, boot=args.boot and args.once, watch=watch)
     if args.once:
         line = follower.tick()
         logger.info("%s", line)

@@ -113,7 +113,31 @@ SAR: dict[str, SarAction] = {
         },
         keys=("ec2:CreateAction", "ec2:Region"),
     ),
+    "ec2:DisassociateAddress": SarAction(
+        level="Write",
+        resources={
+            "elastic-ip": (
+                "aws:ResourceTag/${TagKey}",
+                "ec2:AllocationId",
+                "ec2:Domain",
+                "ec2:PublicIpAddress",
+                "ec2:ResourceTag/${TagKey}",
+            ),
+            "instance": _EC2_INSTANCE_KEYS,
+            "network-interface": (
+                "aws:ResourceTag/${TagKey}",
+                "ec2:AvailabilityZone",
+                "ec2:ManagedResourceOperator",
+                "ec2:NetworkInterfaceID",
+                "ec2:ResourceTag/${TagKey}",
+                "ec2:Subnet",
+                "ec2:Vpc",
+            ),
+        },
+        keys=("ec2:Region",),
+    ),
     "ec2:DescribeAddresses": SarAction(level="List", resources={}, keys=("ec2:Region",)),
+    "ec2:DescribeInstances": SarAction(level="List", resources={}, keys=("ec2:Region",)),
     "ec2:DescribeNetworkInterfaces": SarAction(level="List", resources={}, keys=("ec2:Region",)),
     "ssm:GetParameter": SarAction(
         level="Read",
@@ -156,12 +180,14 @@ SAR_ARNS: dict[str, str] = {
 
 #: Every API call an LB instance makes with its role, as ``service:Operation``, and the IAM
 #: action that authorizes it: the aws_eip agent (EC2), the node sync (SSM, S3) and the
-#: desired-document follower (SSM GetParameter).
+#: desired-document follower (SSM GetParameter; EC2 DescribeInstances for the web watch).
 LB_CALLS: dict[str, str] = {
     "ssm:GetParameter": "ssm:GetParameter",
     "ec2:AssociateAddress": "ec2:AssociateAddress",
     "ec2:CreateTags": "ec2:CreateTags",
+    "ec2:DisassociateAddress": "ec2:DisassociateAddress",
     "ec2:DescribeAddresses": "ec2:DescribeAddresses",
+    "ec2:DescribeInstances": "ec2:DescribeInstances",
     "ec2:DescribeNetworkInterfaces": "ec2:DescribeNetworkInterfaces",
     "ssm:GetParameters": "ssm:GetParameters",
     "s3:GetObject": "s3:GetObject",
@@ -244,10 +270,11 @@ def _artifacts(scope: Scope, *prefixes: str) -> list[str]:
 
 
 def lb_policy(scope: Scope) -> dict[str, Any]:
-    """The LB role: read EIPs and its ENI; move only this cluster's EIPs, only onto this
-    cluster's LB ENIs, and mark them released (one tag key, nothing else); read only this
-    cluster's secrets; follow exactly its desired-document parameter; fetch the artifacts and
-    the LBs' desired documents of older versions (bucket)."""
+    """The LB role: read EIPs, its ENI and the web instances; move only this cluster's EIPs,
+    only onto (and, for the compare-and-swap, off) this cluster's LB ENIs, mark them released
+    (one tag key, nothing else); read only this cluster's secrets; follow exactly its
+    desired-document parameter; fetch the artifacts and the LBs' desired documents of older
+    versions (bucket)."""
     region = {"StringEquals": {"ec2:Region": scope.region}}
     cluster = {f"aws:ResourceTag/{TAG_CLUSTER}": scope.cluster}
     lb = {**cluster, f"aws:ResourceTag/{TAG_ROLE}": "lb"}
@@ -257,21 +284,25 @@ def lb_policy(scope: Scope) -> dict[str, Any]:
             {
                 "Sid": "ReadAddressesAndInterfaces",
                 "Effect": "Allow",
-                "Action": ["ec2:DescribeAddresses", "ec2:DescribeNetworkInterfaces"],
+                "Action": [
+                    "ec2:DescribeAddresses",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeNetworkInterfaces",
+                ],
                 "Resource": "*",
                 "Condition": region,
             },
             {
                 "Sid": "MoveOnlyThisClustersEips",
                 "Effect": "Allow",
-                "Action": ["ec2:AssociateAddress"],
+                "Action": ["ec2:AssociateAddress", "ec2:DisassociateAddress"],
                 "Resource": [scope.arn("ec2:elastic-ip", AllocationId="*")],
                 "Condition": {"StringEquals": cluster},
             },
             {
                 "Sid": "OnlyOntoThisClustersLbs",
                 "Effect": "Allow",
-                "Action": ["ec2:AssociateAddress"],
+                "Action": ["ec2:AssociateAddress", "ec2:DisassociateAddress"],
                 "Resource": [
                     scope.arn("ec2:network-interface", NetworkInterfaceId="*"),
                     scope.arn("ec2:instance", InstanceId="*"),

@@ -194,14 +194,16 @@ def sync_once(
     )
 
 
-def service_actions(result: SyncResult) -> list[list[str]]:
-    """The systemctl calls a sync result asks for. HAProxy reloads on a new config. A new
+def service_actions(result: SyncResult, *, boot: bool = False) -> list[list[str]]:
+    """The systemctl calls a sync result asks for. HAProxy reloads on a new config, except at
+    ``boot``: there HAProxy has not started yet and the user data starts it once, after the
+    sync and the follower wrote its configuration. A new
     cluster key needs nothing: the agent checks its key files every few seconds and keeps
     accepting the old key for the overlap (no restart, no failover). The agent reads its admin
     token at start, so a new token restarts it (the peer keeps its VIPs meanwhile: a silent
     peer whose HAProxy serves is alive)."""
     out = []
-    if result.haproxy:
+    if result.haproxy and not boot:
         out.append(["systemctl", "reload-or-restart", "haproxy.service"])
     if result.token:
         out.append(["systemctl", "try-restart", "hapair-agent.service"])
@@ -209,9 +211,12 @@ def service_actions(result: SyncResult) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hapair.platforms.aws.nodesync [--config /etc/hapair/node.json]``."""
+    """``python -m hapair.platforms.aws.nodesync [--config /etc/hapair/node.json] [--boot]``."""
     parser = argparse.ArgumentParser(description="hapair: an LB's secrets and haproxy.cfg")
     parser.add_argument("--config", type=Path, default=Path("/etc/hapair/node.json"))
+    parser.add_argument(
+        "--boot", action="store_true", help="write files only: HAProxy is started after"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = NodeConfig.load(args.config)
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         result.backends,
         "; haproxy.cfg changed" if result.haproxy else "",
     )
-    for action in service_actions(result):
+    for action in service_actions(result, boot=args.boot):
         logger.info("running %s", " ".join(action))
         subprocess.run(action, check=False)
     return 0

@@ -39,6 +39,13 @@ STATS_PASSWORD_FILE = f"{ETC}/stats.password"
 #: HAProxy's server-state-file: dumped before each reload, read by the new worker.
 SERVER_STATE_FILE = "/var/lib/haproxy/server-state"
 FOLLOWER = f"{VENV}/bin/python -m hapair.platforms.aws.follower --config {NODE_JSON}"
+#: Debian's hook that invoke-rc.d asks before starting a service from a package's scripts:
+#: present (exit 101) while apt installs HAProxy, so the package does not start it with its
+#: default configuration; HAProxy starts once, after the boot's sync wrote the real one.
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+#: Every node's locale: always present on Debian and Ubuntu (cloud-init's own default,
+#: en_US.UTF-8, must be generated first, and its locale module fails where it is not).
+LOCALE = "C.UTF-8"
 S3GET = "/usr/local/lib/hapair/s3get.py"
 S3GET_SOURCE = Path(__file__).with_name("s3get.py")
 
@@ -100,19 +107,35 @@ def _retry(command: str, times: int = 60, pause: int = 10) -> str:
     return f"  - [sh, -c, 'for i in $(seq 1 {times}); do {command} && break; sleep {pause}; done']"
 
 
-def install_commands(install: Install, packages: list[str]) -> list[str]:
+def install_commands(
+    install: Install, packages: list[str], *, dependencies: bool = True, hold_services: bool = False
+) -> list[str]:
     """runcmd lines: Debian packages, then hapair in :data:`VENV` (the first minutes of a
-    boot may lack egress or the role: everything is retried)."""
+    boot may lack egress or the role: everything is retried).
+
+    :param dependencies: install hapair's pinned runtime dependencies too (an LB); without,
+        only hapair itself (a web node: the demo web app needs the standard library only).
+    :param hold_services: the user data wrote :data:`POLICY_RC_D` (the packages' scripts
+        start no service): remove it once apt is done.
+    """
     apt = " ".join(packages)
-    lines = [
-        _retry(f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {apt}"),
-        f"  - [python3, -m, venv, {VENV}]",
-    ]
+    get_packages = f"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {apt}"
+    lines = [_retry(get_packages)]
+    if hold_services:
+        lines.append(f"  - [rm, -f, {POLICY_RC_D}]")
+    lines.append(f"  - [python3, -m, venv, {VENV}]")
     pip = f"{VENV}/bin/pip"
     if install.pip_spec:
-        return [*lines, _retry(f'{pip} install --upgrade "{install.pip_spec}"', 30)]
+        no_deps = "" if dependencies else "PIP_NO_DEPS=1 "  # pip's --no-deps, by environment
+        return [*lines, _retry(f'{no_deps}{pip} install --upgrade "{install.pip_spec}"', 30)]
     wheel = f"{VENV}/{install.wheel_key.rsplit('/', 1)[-1]}"
     get = f"python3 {S3GET} {install.region} {install.bucket}"
+    if not dependencies:
+        return [
+            *lines,
+            f"  - [sh, -c, '{get} {install.wheel_key} {wheel} {install.wheel_sha256}']",
+            f"  - [{pip}, install, --no-deps, --force-reinstall, {wheel}]",
+        ]
     return [
         *lines,
         f"  - [sh, -c, '{get} {install.requirements_key} {VENV}/requirements.txt']",
@@ -163,8 +186,12 @@ def lb_user_data(
         document in SSM (``hapair-desired.service``: :mod:`~.follower`); else the node sync
         installs haproxy.cfg from the bucket.
     """
-    lines = ["#cloud-config", f"# hapair {cluster}: {node} (lb)", "write_files:"]
+    lines = ["#cloud-config", f"# hapair {cluster}: {node} (lb)", f"locale: {LOCALE}"]
+    lines += ["write_files:"]
     lines += _fetcher(install)
+    lines += _file(
+        POLICY_RC_D, "#!/bin/sh\n# hapair: no service starts while apt installs\nexit 101\n", "0755"
+    )
     lines += _file(AGENT_TOML, agent_toml, "0600")
     lines += _file(NODE_JSON, node_json, "0600")
     lines += _file(
@@ -211,7 +238,9 @@ def lb_user_data(
             ),
         )
     lines += ["runcmd:", "  - [systemctl, enable, --now, hapair-secondary-ip.service]"]
-    lines += install_commands(install, ["haproxy", "python3-venv", "openssl", "ca-certificates"])
+    lines += install_commands(
+        install, ["haproxy", "python3-venv", "openssl", "ca-certificates"], hold_services=True
+    )
     if self_signed_for:
         lines.append(
             f"  - [sh, -c, 'test -s {CERT_FILE} || (openssl req -x509 -newkey rsa:2048 -nodes "
@@ -220,11 +249,11 @@ def lb_user_data(
             f"&& rm -f {CERT_FILE}.crt {CERT_FILE}.key)']"
         )
     lines += [
-        _retry(sync, 60, 5),
-        *([_retry(f"{FOLLOWER} --once", 60, 5)] if follow_desired else []),
-        # The sync / follower have already loaded haproxy.cfg (seamless reload): a restart
-        # would only drop the new worker and its servers' state.
-        "  - [systemctl, reload-or-restart, haproxy]",
+        # HAProxy is not running yet (the package did not start it): the sync and the
+        # follower only write haproxy.cfg, and HAProxy is started once, with it.
+        _retry(f"{sync} --boot", 60, 5),
+        *([_retry(f"{FOLLOWER} --once --boot", 60, 5)] if follow_desired else []),
+        "  - [systemctl, enable, --now, haproxy]",
         "  - [systemctl, daemon-reload]",
         "  - [systemctl, enable, --now, hapair-sync.timer, hapair-agent.service]",
         *(["  - [systemctl, enable, --now, hapair-desired.service]"] if follow_desired else []),
@@ -253,11 +282,12 @@ def web_user_data(
         f"hapair demo web app ({node})",
         f"{VENV}/bin/python -m hapair.webapp --node {node} --address {address} --port {port}",
     )
-    lines = ["#cloud-config", f"# hapair {cluster}: {node} (web)", "write_files:"]
+    lines = ["#cloud-config", f"# hapair {cluster}: {node} (web)", f"locale: {LOCALE}"]
+    lines += ["write_files:"]
     lines += _fetcher(install)
     lines += _file("/etc/systemd/system/hapair-webapp.service", app)
     lines += ["runcmd:"]
-    lines += install_commands(install, ["python3-venv", "ca-certificates"])
+    lines += install_commands(install, ["python3-venv", "ca-certificates"], dependencies=False)
     lines += [
         "  - [systemctl, daemon-reload]",
         "  - [systemctl, enable, --now, hapair-webapp.service]",
