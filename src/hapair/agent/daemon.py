@@ -69,6 +69,7 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
         self.guarded("decide", self._decide)
 
     def _decide(self) -> None:
+        self._notice_stall()
         step = self.controller.step(
             self.now_ms(),
             held=self._held(),

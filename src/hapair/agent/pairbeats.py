@@ -88,7 +88,11 @@ class PairHeartbeats(PairState):
             wanted=c.wanted_set(),
         )
 
-    def _send(self) -> None:
+    def _notice_stall(self) -> None:
+        """If this node itself did not run for a while (stopped, starved), say so and keep
+        that time from counting as the peer's silence. Called first by whatever runs first
+        after such a gap: the heartbeat loop, or a decision (the peer's death timer is
+        overdue too, and must not judge the peer before the gap is known)."""
         gap = self.controller.loop_ran(self.now_ms())
         if gap is not None:
             self.event(gap, logging.WARNING)
@@ -96,6 +100,9 @@ class PairHeartbeats(PairState):
             # verdict stands until a fresh ping round has had its chance.
             self.pinger.blind(self.controller.last_gap_ms / 1000)
             self.pinger.send()
+
+    def _send(self) -> None:
+        self._notice_stall()
         if self.transport is None:
             return
         for addr in self.cfg.peer_addresses:

@@ -104,6 +104,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "each VIP over and back, announced again on heal, no request lost"),
     Scenario("stall-agent", "lb1's agent SIGSTOPped 3 s", pr.stall_agent, 0, (NONE, NONE),
              "lb1's HAProxy served throughout"),
+    Scenario("stall-both-agents", "both agents SIGSTOPped together 3 s", pr.stall_both_agents,
+             0, (NONE, NONE), "both HAProxys served throughout; neither judges the other by "
+             "a silence it did not see"),
     Scenario("loss-20", "20 % of lb1's frames lost each way", f.loss(20), 2, (None, NONE),
              "no flapping: at most vip1 over to the clean lb2 and back once the link heals"),
     Scenario("loss-40", "40 % of lb1's frames lost each way", f.loss(40), 2, (None, NONE),

@@ -81,6 +81,20 @@ def stall_agent(ctx: Ctx) -> None:
         ctx.restored()
 
 
+def stall_both_agents(ctx: Ctx) -> None:
+    """Both agents stopped (SIGSTOP) together for 3 s, then continued together (a paused
+    host or hypervisor): after it, neither may judge the other by the silence it did not
+    see itself."""
+    pids = [_agent(ctx, "lb1"), _agent(ctx, "lb2")]
+    signal_all(pids, signal.SIGSTOP)
+    try:
+        ctx.note(f"both agents (pids {pids[0]}, {pids[1]}) stopped for {STALL_S:g} s")
+        time.sleep(STALL_S)
+    finally:
+        signal_all(pids, signal.SIGCONT)
+        ctx.restored()
+
+
 def stall_haproxy(seconds: float) -> Callable[[Ctx], None]:
     """Every HAProxy process of lb1 stopped for ``seconds``."""
 
