@@ -115,6 +115,19 @@ def haproxy_view(stat_csv: str, table: str, vips: dict[str, str]) -> dict[str, A
     return {"answers": True, "frontend": frontend, "servers": servers, "per_vip": per_vip}
 
 
+async def read_haproxy(sock: str, addresses: dict[str, str]) -> dict[str, Any]:
+    """The local HAProxy as the dashboard shows it (:func:`haproxy_view`), or why not.
+
+    :param addresses: each VIP's address by name.
+    """
+    try:
+        stat = await command_async(sock, "show stat", 0.5)
+        table = await command_async(sock, f"show table {FRONTEND}", 0.5)
+    except OperationError as exc:
+        return {"answers": False, "error": str(exc), "servers": [], "per_vip": {}}
+    return haproxy_view(stat, table, addresses)
+
+
 class ClusterView:
     """Builds the dashboard's document for one agent, and talks to its peer's API."""
 
@@ -179,14 +192,8 @@ class ClusterView:
 
     # ------------------------------------------------------------------ the document
     async def _haproxy(self) -> dict[str, Any]:
-        sock = self.agent.cfg.stats_socket
         vips = {v.name: v.address for v in self.agent.cfg.vips}
-        try:
-            stat = await command_async(sock, "show stat", 0.5)
-            table = await command_async(sock, f"show table {FRONTEND}", 0.5)
-        except OperationError as exc:
-            return {"answers": False, "error": str(exc), "servers": [], "per_vip": {}}
-        return haproxy_view(stat, table, vips)
+        return await read_haproxy(self.agent.cfg.stats_socket, vips)
 
     async def local(self) -> dict[str, Any]:
         """What this node tells its peer's dashboard (``/haproxy.json``): its process's CPU

@@ -20,16 +20,14 @@ from typing import TYPE_CHECKING, Any, Final
 from hapair.agent.api import NODE_ACTION
 from hapair.agent.dashdoc import (
     EVENTS,
-    FRONTEND,
     PEER_EVERY_S,
     PEER_TIMEOUT_S,
-    haproxy_view,
     http_call,
+    read_haproxy,
 )
 from hapair.agent.history import CpuMeter, process_usage, stamp
 from hapair.agent.nstatus import node_status
 from hapair.errors import OperationError
-from hapair.haproxy_stats import command_async
 from hapair.httpget import FAILURES
 
 if TYPE_CHECKING:
@@ -244,14 +242,8 @@ class NodeClusterView:
             task.cancel()
 
     async def _haproxy(self) -> dict[str, Any]:
-        sock = self.agent.cfg.stats_socket
         vips = {v.name: v.address for v in self.agent.cfg.vips}
-        try:
-            stat = await command_async(sock, "show stat", 0.5)
-            table = await command_async(sock, f"show table {FRONTEND}", 0.5)
-        except OperationError as exc:
-            return {"answers": False, "error": str(exc), "servers": [], "per_vip": {}}
-        return haproxy_view(stat, table, vips)
+        return await read_haproxy(self.agent.cfg.stats_socket, vips)
 
     async def local(self) -> dict[str, Any]:
         """What this node tells the other LBs' dashboards (``/haproxy.json``)."""
