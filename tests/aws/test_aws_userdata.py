@@ -307,3 +307,33 @@ def test_ami_from_ssm_then_name_filter() -> None:
     with pytest.raises(CloudError) as err:
         find_ami(fake_aws(FakeSsm(), FakeEc2({})))
     assert err.value.code == "AmiNotFound"
+
+
+def test_lbs_load_the_silence_rule_before_haproxy_and_webs_do_not(tmp_path: Path) -> None:
+    # A crashed HAProxy on a live kernel must drop, not refuse, new connections to the
+    # private addresses the EC2 edge translates the EIPs to (ordinary clients retry a SYN,
+    # never a reset); the peer LB's probe is still refused.
+    out = rendered({"web": {"size": 1}}, BUCKET_INSTALL)
+    layout = make_layout(make_plan(parse({"cluster": {"name": "c1", "platform": "aws"}})))
+    me = layout.node("lb1")
+    group = [a for n in layout.lbs for a in (n.private_ip, n.secondary_ip) if a]
+    doc, files = files_of(out["lb1"])
+    rules = files[userdata.SILENCE_NFT]
+    assert f"elements = {{ {me.private_ip}, {me.secondary_ip} }}" in rules
+    assert f"elements = {{ {', '.join(group)} }}" in rules
+    assert "ip saddr != @lb_group tcp dport { 80 } ct state new counter name silenced drop" in rules
+    unit = files["/etc/systemd/system/hapair-silence.service"]
+    assert f"ExecStart=/usr/sbin/nft -f {userdata.SILENCE_NFT}" in unit
+    assert "Before=haproxy.service" in unit
+    cmds = commands(doc)
+    assert any("apt-get install -y" in c and "nftables" in c for c in cmds)
+    silence = cmds.index("systemctl enable --now hapair-silence.service")
+    assert silence < cmds.index("systemctl enable --now haproxy")
+    _, web_files = files_of(out["web1"])
+    assert userdata.SILENCE_NFT not in web_files
+    # nftables itself accepts the ruleset (checked, not applied).
+    if shutil.which("nft"):
+        path = tmp_path / "silence.nft"
+        path.write_text(rules)
+        check = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr

@@ -53,3 +53,21 @@ def render_nftables(plan: Plan, node: str) -> str | None:
     if n.role is Role.WEB:
         return render_template("web.nft.j2", **common, web_port=spec.web.port)
     return None
+
+
+def render_lb_silence(
+    cluster: str, node: str, client_addrs: list[str], lb_group: list[str], http_ports: list[int]
+) -> str:
+    """An AWS LB's silence rule alone (an ``nft -f`` script; the security group is AWS's):
+    new connections to ``client_addrs`` on ``http_ports`` that no HAProxy listens for are
+    dropped instead of refused, except from ``lb_group``."""
+    if not client_addrs or not lb_group or not http_ports:
+        raise ValueError("the silence rule needs addresses, the LB group and ports")
+    return render_template(
+        "lb-silence.nft.j2",
+        cluster=cluster,
+        node=node,
+        client_addrs=client_addrs,
+        lb_group=lb_group,
+        http_ports=http_ports,
+    )

@@ -22,6 +22,7 @@ from hapair.platforms.aws.layout import AwsLayout
 from hapair.platforms.aws.nodesync import STATS_PASSWORD_PLACEHOLDER, NodeConfig, desired_document
 from hapair.platforms.aws.secrets import path as secrets_path
 from hapair.platforms.aws.timing import AWS_AGENT, effective_ha
+from hapair.render.nftables import render_lb_silence
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,22 @@ def lb_user_data(plan: Plan, layout: AwsLayout, node: str, where: Placement) -> 
         desired_parameter=desired_parameter(plan.name),
         stats_password_file=userdata.STATS_PASSWORD_FILE,
     )
+    lbs = [layout.node(lb.name) for lb in plan.lbs]
+    ports = [plan.spec.haproxy.http_port]
+    if plan.spec.haproxy.https:
+        ports.append(plan.spec.haproxy.https_port)
+    silence = render_lb_silence(
+        plan.name,
+        node,
+        [str(a) for a in (me.private_ip, me.secondary_ip) if a],
+        [str(a) for n in lbs for a in (n.private_ip, n.secondary_ip) if a],
+        ports,
+    )
     return userdata.lb_user_data(
         cluster=plan.name,
         node=node,
         agent_toml=agent_toml(plan, layout, node, where),
+        silence_nft=silence,
         node_json=sync.dumps(),
         install=where.install,
         secondary_ip=str(me.secondary_ip),

@@ -36,6 +36,7 @@ AGENT_SOCKET = "/run/hapair/agent.sock"
 CERT_FILE = f"{ETC}/cert.pem"
 #: The stats password, written by the node sync for the desired-document follower (0600).
 STATS_PASSWORD_FILE = f"{ETC}/stats.password"
+SILENCE_NFT = f"{ETC}/silence.nft"
 #: HAProxy's server-state-file: dumped before each reload, read by the new worker.
 SERVER_STATE_FILE = "/var/lib/haproxy/server-state"
 FOLLOWER = f"{VENV}/bin/python -m hapair.platforms.aws.follower --config {NODE_JSON}"
@@ -175,8 +176,12 @@ def lb_user_data(
     gateway: str,
     self_signed_for: str | None = None,
     follow_desired: bool = False,
+    silence_nft: str = "",
 ) -> str:
     """User data of an LB: HAProxy + hapair + the node sync + the agent (``aws_eip``).
+
+    :param silence_nft: the LB's silence rule (:func:`hapair.render.nftables.render_lb_silence`),
+        loaded by ``hapair-silence.service`` before HAProxy starts.
 
     :param agent_toml: rendered agent.toml (key, token and socket paths as in this module).
     :param node_json: the node sync's configuration (:class:`~.nodesync.NodeConfig`).
@@ -208,6 +213,18 @@ def lb_user_data(
             service=oneshot,
         ).replace("StartLimitIntervalSec=0\n", "StartLimitIntervalSec=0\nBefore=haproxy.service\n"),
     )
+    if silence_nft:
+        lines += _file(SILENCE_NFT, silence_nft)
+        lines += _file(
+            "/etc/systemd/system/hapair-silence.service",
+            unit(
+                "hapair: drop, not refuse, connections no HAProxy listens for",
+                f"/usr/sbin/nft -f {SILENCE_NFT}",
+                service=oneshot,
+            ).replace(
+                "StartLimitIntervalSec=0\n", "StartLimitIntervalSec=0\nBefore=haproxy.service\n"
+            ),
+        )
     sync = f"{VENV}/bin/python -m hapair.platforms.aws.nodesync --config {NODE_JSON}"
     lines += _file(
         "/etc/systemd/system/hapair-sync.service",
@@ -238,9 +255,12 @@ def lb_user_data(
             ),
         )
     lines += ["runcmd:", "  - [systemctl, enable, --now, hapair-secondary-ip.service]"]
+    packages = ["haproxy", "python3-venv", "openssl", "ca-certificates"]
     lines += install_commands(
-        install, ["haproxy", "python3-venv", "openssl", "ca-certificates"], hold_services=True
+        install, [*packages, "nftables"] if silence_nft else packages, hold_services=True
     )
+    if silence_nft:
+        lines.append("  - [systemctl, enable, --now, hapair-silence.service]")
     if self_signed_for:
         lines.append(
             f"  - [sh, -c, 'test -s {CERT_FILE} || (openssl req -x509 -newkey rsa:2048 -nodes "
