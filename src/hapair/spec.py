@@ -235,6 +235,9 @@ class LabSpec(_Model):
     # aws fabric: how long after an association changes in the API the igw follows it (EC2's
     # remap time; 5 s from published measurements, docs/aws.md). 0 = at once (tests).
     eip_propagation_ms: Bounded(0, 60000) = 5000  # type: ignore[valid-type]
+    # aws fabric: how long the EC2 API takes to answer an address call (Describe-, Associate-,
+    # DisassociateAddress), on top of moto's own milliseconds. 0 = as fast as moto.
+    eip_api_latency_ms: Bounded(0, 5000) = 0  # type: ignore[valid-type]
 
 
 class Spec(_Model):

@@ -62,6 +62,13 @@ def failover(
             min=0, max=60000, help="aws fabric: the igw's remap delay (default: the spec's)."
         ),
     ] = None,
+    eip_api_latency_ms: Annotated[
+        int | None,
+        typer.Option(min=0, max=5000, help="aws fabric: each EC2 address call's round trip."),
+    ] = None,
+    timing: Annotated[
+        str, typer.Option(help="Agent timings: lab (the spec's defaults) or aws (AWS profile).")
+    ] = "lab",
     lbs: Annotated[
         int, typer.Option(min=2, max=16, help="LBs (above 2: 2 VIPs each, etcd; crash, reboot).")
     ] = 2,
@@ -79,6 +86,10 @@ def failover(
         )
     if fabric not in ("l2", "aws"):
         raise UsageError(f"--fabric must be l2 or aws (got {fabric})")
+    if timing not in ("lab", "aws"):
+        raise UsageError(f"--timing must be lab or aws (got {timing})")
+    if (timing != "lab" or eip_api_latency_ms is not None) and (fabric != "aws" or lbs != 2):
+        raise UsageError("--timing aws and --eip-api-latency-ms need --fabric aws (and 2 LBs)")
     check_n(lbs, engine, variant, scenario, fabric, eip_propagation_ms)
     logging.basicConfig(level=logging.WARNING)
     if lbs != 2:
@@ -97,12 +108,17 @@ def failover(
             say=typer.echo,
             fabric=fabric,
             eip_propagation_ms=eip_propagation_ms,
+            eip_api_latency_ms=eip_api_latency_ms,
+            timing=timing,
         )
     on = f" on the {fabric} fabric" if fabric != "l2" else ""
     if lbs != 2:
         on += f" with {lbs} LBs and {report['vips']} VIPs (etcd; failback = balanced again)"
     if fabric == "aws":
-        on += f" (EIP propagation {report['eip_propagation_ms']} ms)"
+        on += (
+            f" (EIP propagation {report['eip_propagation_ms']} ms, API latency "
+            f"{report['eip_api_latency_ms']} ms, {report['timing']} timings)"
+        )
     typer.echo(
         f"{engine} {variant} {scenario}{on}, {len(trials)} runs at {rate:g} req/s "
         "(min / median / max):"

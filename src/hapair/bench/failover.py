@@ -22,6 +22,7 @@ from hapair.bench.probe import Sample
 from hapair.bench.runner import BackgroundProbe
 from hapair.errors import OperationError, UsageError
 from hapair.plan import Plan
+from hapair.platforms.aws.timing import AWS_PROFILE
 from hapair.platforms.lab.platform import Engine, LabPlatform
 
 logger = logging.getLogger(__name__)
@@ -171,11 +172,15 @@ def bench_failover(
     say: Callable[[str], None] = lambda _: None,
     fabric: str = "l2",
     eip_propagation_ms: int | None = None,
+    eip_api_latency_ms: int | None = None,
+    timing: str = "lab",
 ) -> tuple[dict[str, Any], list[Trial]]:
     """Build a lab, run ``runs`` trials, tear the lab down; returns (report, trials).
 
-    ``fabric`` (``l2`` or ``aws``, the spec's ``lab.fabric``; aws with the hapair engine only)
-    and ``eip_propagation_ms`` (aws: the igw's delay, default the spec's) choose the lab's VPC.
+    ``fabric`` (``l2`` or ``aws``, the spec's ``lab.fabric``; aws with the hapair engine only),
+    ``eip_propagation_ms`` (aws: the igw's delay, default the spec's) and
+    ``eip_api_latency_ms`` (aws: each address call's round trip) choose the lab's VPC;
+    ``timing = "aws"`` runs the agents with the AWS timing profile instead of the lab's.
     """
     faults.check_scenario(scenario, engine)
     if fabric != "l2" and engine != "hapair":
@@ -186,7 +191,12 @@ def bench_failover(
     say(f"building lab {name} (engine {engine} {variant}, fabric {fabric})")
     started = time.time()
     plan, lab = build(
-        name, LAB_ENGINE[engine], fabric=fabric, eip_propagation_ms=eip_propagation_ms
+        name,
+        LAB_ENGINE[engine],
+        fabric=fabric,
+        eip_propagation_ms=eip_propagation_ms,
+        eip_api_latency_ms=eip_api_latency_ms,
+        ha=AWS_PROFILE if timing == "aws" else None,
     )
     trials: list[Trial] = []
     aborted = None
@@ -226,6 +236,8 @@ def bench_failover(
         "variant": variant,
         "fabric": fabric,
         "eip_propagation_ms": plan.spec.lab.eip_propagation_ms if fabric == "aws" else None,
+        "eip_api_latency_ms": plan.spec.lab.eip_api_latency_ms if fabric == "aws" else None,
+        "timing": timing,
         "scenario": scenario,
         "rate": rate,
         "started": started,

@@ -30,13 +30,18 @@ def build(
     web_size: int = 3,
     fabric: str = "l2",
     eip_propagation_ms: int | None = None,
+    eip_api_latency_ms: int | None = None,
+    ha: dict[str, int] | None = None,
 ) -> tuple[Plan, LabPlatform]:
-    """Build a lab (``fabric``: the spec's ``lab.fabric``, with its propagation delay when
-    given); on failure nothing is left behind."""
+    """Build a lab (``fabric``: the spec's ``lab.fabric``, with its propagation delay and API
+    latency when given; ``ha``: ``[ha]`` timings); on failure nothing is left behind."""
     lab_spec: dict[str, object] = {"fabric": fabric}
     if eip_propagation_ms is not None:
         lab_spec["eip_propagation_ms"] = eip_propagation_ms
-    plan = make_plan(parse({"cluster": {"name": name}, "web": {"size": web_size}, "lab": lab_spec}))
+    if eip_api_latency_ms is not None:
+        lab_spec["eip_api_latency_ms"] = eip_api_latency_ms
+    doc: dict[str, object] = {"cluster": {"name": name}, "web": {"size": web_size}}
+    plan = make_plan(parse({**doc, "lab": lab_spec, "ha": dict(ha or {})}))
     lab = LabPlatform(engine)
     try:
         lab.up(plan)

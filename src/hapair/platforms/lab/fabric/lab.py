@@ -236,6 +236,7 @@ def start(
     calls_file(name).unlink(missing_ok=True)
     moto = [sys.executable, "-m", "hapair.platforms.lab.fabric.moto_main"]
     moto += ["--host", fabric_address(plan.spec), "--port", str(FABRIC_PORT)]
+    moto += ["--latency-ms", str(plan.spec.lab.eip_api_latency_ms)]
     supervise.start(
         ns,
         MOTO,

@@ -11,6 +11,9 @@ Two things are taught to moto 5.2, as AWS behaves:
 
 - ``AssociateAddress`` associates the ``PrivateIpAddress`` asked for (moto keeps the ENI's
   primary address; the agents put the peer's VIP on their secondary address, as the seed).
+- with ``--latency-ms``, every address call (Describe-, Associate-, DisassociateAddress) is
+  answered that much later, as EC2's round trips are (the wait is outside the lock: calls
+  overlap as they would on the network);
 - every ``AssociateAddress`` and ``DisassociateAddress`` is appended to the call log (one JSON
   object a line: wall time, operation, allocation, ENI, private address, the caller's address,
   whether the caller is an agent, and the allocations left unassociated right after it).
@@ -47,9 +50,9 @@ def _caller(response: Any) -> tuple[str, bool]:
     return remote, agent
 
 
-def install(calls: Path) -> None:
+def install(calls: Path, latency_s: float = 0.0) -> None:
     """Patch moto's EC2 addresses: honour ``PrivateIpAddress``, log every association change
-    to ``calls``. Idempotent."""
+    to ``calls``, answer address calls ``latency_s`` later. Idempotent."""
     from moto.ec2.models.elastic_ip_addresses import ElasticAddress
     from moto.ec2.responses.elastic_ip_addresses import ElasticIPAddresses
 
@@ -57,12 +60,22 @@ def install(calls: Path) -> None:
         return
     associate = ElasticIPAddresses.associate_address
     disassociate = ElasticIPAddresses.disassociate_address
+    describe = ElasticIPAddresses.describe_addresses
+
+    def late() -> None:
+        if latency_s > 0:
+            time.sleep(latency_s)
+
+    def describe_addresses(self: Any) -> Any:
+        late()
+        return describe(self)
 
     def log(entry: dict[str, Any]) -> None:
         with open(calls, "a") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def associate_address(self: Any) -> Any:
+        late()
         with _LOCK:
             result = associate(self)
             wanted = self._get_param("PrivateIpAddress")
@@ -86,6 +99,7 @@ def install(calls: Path) -> None:
         return result
 
     def disassociate_address(self: Any) -> Any:
+        late()
         with _LOCK:
             result = disassociate(self)
             remote, agent = _caller(self)
@@ -109,6 +123,7 @@ def install(calls: Path) -> None:
 
     ElasticIPAddresses.associate_address = associate_address  # type: ignore[method-assign]
     ElasticIPAddresses.disassociate_address = disassociate_address  # type: ignore[method-assign]
+    ElasticIPAddresses.describe_addresses = describe_addresses  # type: ignore[method-assign]
     ElasticAddress.private_ip_address = property(private_ip_address)  # type: ignore[assignment,method-assign]
     ElasticIPAddresses._hapair_fabric = True  # type: ignore[attr-defined]
 
@@ -134,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--calls", type=Path, required=True)
+    parser.add_argument("--latency-ms", type=int, default=0, help="added to address calls")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-    install(args.calls)
+    install(args.calls, max(0, args.latency_ms) / 1000)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
