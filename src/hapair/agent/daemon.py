@@ -31,6 +31,7 @@ from hapair.agent.core import KEY_REFRESH_MS, realtime, run_main, start_logging
 from hapair.agent.dashboard import Dashboard  # dashboard hook
 from hapair.agent.dashdoc import ClusterView  # dashboard hook
 from hapair.agent.handover import Handover
+from hapair.agent.health import PING_EVERY_INTERVALS, ping_window_s
 from hapair.agent.membership import PeerState
 from hapair.agent.pairbeats import PairHeartbeats
 from hapair.agent.pairhealth import PairHealth
@@ -73,7 +74,7 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
         step = self.controller.step(
             self.now_ms(),
             held=self._held(),
-            pingable=self.pinger.reachable(window=1.0),
+            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
             pingable_now=self.pingable_now(),
             standby=self.standby,
         )
@@ -121,7 +122,7 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
             for _ in range(10):
                 self.pinger.send()
                 await asyncio.sleep(0.05)
-                if self.pinger.reachable(window=1.0):
+                if self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)):
                     break
         self.event(
             f"{self.cfg.node} starting (boot {self.boot_id}); peer {self.cfg.peer} at "
@@ -152,7 +153,7 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
         every(lambda: self.cfg.interval_ms, self._send, "heartbeat")
         every(lambda: self.cfg.health_interval_ms, self._read_stats, "health-stats")
         every(self._request_period_ms, self._probe_self, "health-requests")
-        every(lambda: self.cfg.interval_ms * 2, self.pinger.send, "ping")
+        every(lambda: self.cfg.interval_ms * PING_EVERY_INTERVALS, self.pinger.send, "ping")
         every(lambda: self.cfg.reconcile_interval_ms, self._reconcile, "reconcile")
         every(lambda: KEY_REFRESH_MS, self.refresh_keys, "keys")
         # Heartbeats, health changes and the peer's death timer decide at once; the periodic

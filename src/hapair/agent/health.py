@@ -21,6 +21,17 @@ from hapair.errors import OperationError
 from hapair.haproxy_stats import show_stat_async
 from hapair.httpget import FAILURES, get_head
 
+PING_EVERY_INTERVALS: Final = 2
+"""The ping nodes are pinged every this many heartbeat intervals."""
+
+
+def ping_window_s(interval_ms: float) -> float:
+    """How recent a ping reply must be to count: one second, or three ping rounds when they
+    are further apart (the AWS profile pings every 2 s: a 1 s window would see a reply only
+    half of the time, and the node would flap between reachable and cut off)."""
+    return max(1.0, 3 * PING_EVERY_INTERVALS * interval_ms / 1000)
+
+
 CALM_REQUEST_FACTOR: Final = 3
 """While :attr:`HealthGate.calm`, a real request goes through HAProxy every this many health
 intervals instead of every one: the stats socket, still read every interval, notices a dead

@@ -33,7 +33,15 @@ from hapair.agent.core import (
     start_logging,
 )
 from hapair.agent.dashboard import Dashboard
-from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
+from hapair.agent.health import (
+    PING_EVERY_INTERVALS,
+    Health,
+    HealthGate,
+    Pinger,
+    http_ok,
+    ping_window_s,
+    read_stats,
+)
 from hapair.agent.keyring import Keyring
 from hapair.agent.nconfig import NodeConfig, load_node_config
 from hapair.agent.ndashdoc import NodeClusterView
@@ -135,7 +143,7 @@ class NodeAgent(AgentCore):
             seq=seq,
             healthy=self.health.healthy,
             answers=self.health.answers,
-            pingable=self.pinger.reachable(window=1.0),
+            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
             stable_ms=int(self.stability.update(self._eligible_self(), self.now_ms())),
             # With etcd, standby means "takes no VIP": an operator's, or no valid lease.
             standby=self.standby or not self.etcd.usable(),
@@ -157,7 +165,7 @@ class NodeAgent(AgentCore):
         own = SelfView(
             healthy=self.health.healthy,
             answers=self.health.answers,
-            pingable=self.pinger.reachable(window=1.0),
+            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
             standby=self.standby,
             stable_ms=self.stability.update(self._eligible_self(), now),
         )
@@ -308,7 +316,7 @@ class NodeAgent(AgentCore):
         every(lambda: c.health_interval_ms, self._read_stats, "health-stats")
         every(lambda: c.health_interval_ms, self._probe_self, "health")
         every(lambda: c.interval_ms / 2, self.mesh.probe_late, "peer-probe")
-        every(lambda: c.interval_ms * 2, self.pinger.send, "ping")
+        every(lambda: c.interval_ms * PING_EVERY_INTERVALS, self.pinger.send, "ping")
         every(lambda: c.reconcile_interval_ms, self._reconcile, "reconcile")
         every(lambda: c.interval_ms * 2, self.tick, "decide")
         every(lambda: KEY_REFRESH_MS, self.keyring.refresh, "keys")

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 
+from hapair.agent.health import ping_window_s
 from hapair.agent.membership import PeerState
 from hapair.agent.pairstate import PairState
 from hapair.agent.protocol import Heartbeat, encode
@@ -81,7 +82,7 @@ class PairHeartbeats(PairState):
             seq=self.seq,
             healthy=self.health.healthy,
             answers=self.health.answers,
-            pingable=self.pinger.reachable(window=1.0),
+            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
             stable_ms=int(c.stable_ms(self.now_ms())),
             standby=self.standby,
             held=c.claimed(self._held()),
@@ -117,7 +118,7 @@ class PairHeartbeats(PairState):
         """Whether this node reaches a ping node, as its decisions see it (for status)."""
         if self.controller.membership.current is PeerState.DEAD:
             return self.pingable_now()
-        return self.pinger.reachable(window=1.0)
+        return self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms))
 
     def pingable_now(self) -> bool:
         """Whether a ping node answered a request sent after the peer's next heartbeat was due
@@ -126,4 +127,4 @@ class PairHeartbeats(PairState):
         use the one-second window: a late heartbeat on a lossy link must not make this node
         look cut off."""
         since = self._heard_at + self.cfg.interval_ms / 1000 if self._heard_at else None
-        return self.pinger.reachable(window=1.0, since=since)
+        return self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms), since=since)

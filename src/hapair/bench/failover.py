@@ -187,6 +187,8 @@ def bench_failover(
         raise UsageError(f"--fabric {fabric}: the hapair engine only (got --engine {engine})")
     name = name or bench_name()
     t = timeouts_for(engine, variant)
+    if timing == "aws":  # deadtime 5 s + propagation, failback after 30 s + propagation
+        t = Timeouts(steady=120.0, move=60.0, back=150.0)
     rng = random.Random(seed)
     say(f"building lab {name} (engine {engine} {variant}, fabric {fabric})")
     started = time.time()
