@@ -8,6 +8,8 @@ is taught so that it behaves as AWS does where hapair depends on it.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import itertools
 import logging
 from collections.abc import Iterator
@@ -119,3 +121,10 @@ def aws_plan(name: str, ami: str, size: int = 3, **aws: Any) -> Plan:
 def flt(name: str) -> list[dict[str, Any]]:
     """Filters selecting the resources of cluster ``name``."""
     return [{"Name": "tag:hapair:cluster", "Values": [name]}]
+
+
+def decode_user_data(value: str) -> str:
+    """User data as DescribeInstanceAttribute returns it (base64), gunzipped when ``up``
+    compressed it (a large one: :func:`hapair.platforms.aws.userdata.pack`)."""
+    raw = base64.b64decode(value)
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()

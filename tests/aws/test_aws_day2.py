@@ -271,6 +271,38 @@ def test_the_follower_applies_each_new_version_once_and_refuses_bad_ones(
     platform.down(c)
 
 
+def test_the_first_run_as_a_service_does_not_reload_what_the_boot_run_wrote(
+    platform: AwsPlatform, ami: str, cluster_name: str, tmp_path: Path, aws_env: str, lb: Any
+) -> None:
+    # Boot rehearsal, finding 3: the boot run writes haproxy.cfg, HAProxy starts with it, and
+    # the follower's first run as a service used to reload it once more for nothing.
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=2))
+    ssm = lb_session(aws_env, c).client("ssm", endpoint_url=aws_env)
+    log: list[Any] = []
+    boot = follower_for(c, tmp_path, lb, ssm, log)
+    boot.boot = True
+    assert boot.tick().startswith("version 1 applied")
+    assert log == ["haproxy -c"]  # written, nothing reloaded
+    service = follower_for(c, tmp_path, lb, ssm, log)
+    assert service.tick().startswith("version 1 applied")
+    assert log == ["haproxy -c", "haproxy -c"]  # checked again, not reloaded
+    assert not (tmp_path / "haproxy.cfg.boot-digest").exists()  # used once
+    # Without the boot run's mark (a restart of the service later), the first run reloads.
+    again = follower_for(c, tmp_path, lb, ssm, log)
+    again.tick()
+    assert log[-1] == ("systemctl", "reload-or-restart", "haproxy.service")
+    # A haproxy.cfg changed after the boot run is reloaded even with the mark.
+    boot2 = follower_for(c, tmp_path, lb, ssm, log)
+    boot2.boot = True
+    boot2.tick()
+    (tmp_path / "haproxy.cfg").write_text("# edited by hand\n")
+    n = len(log)
+    follower_for(c, tmp_path, lb, ssm, log).tick()
+    assert log[n:][-1] == ("systemctl", "reload-or-restart", "haproxy.service")
+    platform.down(c)
+
+
 class Throttled:
     """An SSM client whose first ``n`` GetParameter calls are throttled."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.aws.conftest import REGION, aws_plan, flt
+from tests.aws.conftest import REGION, aws_plan, decode_user_data, flt
 from tests.aws.test_aws_iam import lb_session
 
 from hapair.agent.keyring import load_keyset, previous_path
@@ -28,7 +28,7 @@ from hapair.platforms.aws.nodesync import (
 
 def user_data_of(ec2: Any, instance: str) -> str:
     value = ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")
-    return base64.b64decode(value["UserData"]["Value"]).decode()
+    return decode_user_data(value["UserData"]["Value"])
 
 
 def every_text_in(user_data: str) -> str:

@@ -16,7 +16,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from tests.aws.conftest import FAKE_BUNDLE, aws_plan, flt
+from tests.aws.conftest import FAKE_BUNDLE, aws_plan, decode_user_data, flt
 
 from hapair.errors import CloudError
 from hapair.plan import make_plan
@@ -48,8 +48,7 @@ def user_data_of(ec2: Any, cluster: str, node: str) -> str:
     )
     iid = res["Reservations"][0]["Instances"][0]["InstanceId"]
     value = ec2.describe_instance_attribute(InstanceId=iid, Attribute="userData")["UserData"]
-    raw = base64.b64decode(value["Value"])
-    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+    return decode_user_data(value["Value"])
 
 
 def test_lb_and_web_user_data_from_up(

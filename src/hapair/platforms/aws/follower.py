@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import signal
@@ -73,6 +74,21 @@ class FollowerConfig:
         "hapair-agent.service",
     )
     schedule: Schedule = field(default_factory=Schedule)
+
+
+BOOT_MARK_SUFFIX = ".boot-digest"
+"""Beside haproxy.cfg, the boot run leaves the digest of what it wrote there: the follower's
+first run as a service then knows HAProxy started with that exact file."""
+
+
+def _boot_wrote(mark: Path, cfg: Path, digest: str) -> bool:
+    """Whether the boot run wrote ``digest`` and haproxy.cfg still holds exactly that."""
+    try:
+        marked = mark.read_text().strip()
+        current = hashlib.sha256(cfg.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return marked == digest == current
 
 
 def _run(argv: tuple[str, ...]) -> None:
@@ -218,9 +234,18 @@ class Follower:
         c = self.cfg
         if not plan.rewrite:
             return []
+        mark = Path(f"{c.haproxy_cfg}{BOOT_MARK_SUFFIX}")
+        digest = hashlib.sha256(text.encode()).hexdigest()
         if self.boot:
             write_atomic(Path(c.haproxy_cfg), text, mode=0o600)
+            write_atomic(mark, digest + "\n", mode=0o600)
             return ["haproxy.cfg written; HAProxy starts with it"]
+        if self.running is None and _boot_wrote(mark, Path(c.haproxy_cfg), digest):
+            # This process's first document is what the boot run wrote and HAProxy started
+            # with: reloading would only load the same file a second time.
+            mark.unlink(missing_ok=True)
+            return ["haproxy.cfg as the boot run wrote it; HAProxy runs it already"]
+        mark.unlink(missing_ok=True)
         done: list[str] = []
         reload = plan.reload
         if not reload:
