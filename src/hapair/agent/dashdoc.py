@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from hapair.agent.history import CpuMeter, process_usage, stamp
@@ -72,6 +73,30 @@ def _int(row: dict[str, str], key: str) -> int | None:
 
 def _codes(row: dict[str, str]) -> dict[str, int | None]:
     return {c: _int(row, f"hrsp_{c}") for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "other")}
+
+
+def self_card(st: Mapping[str, Any], mine: Mapping[str, Any]) -> dict[str, Any]:
+    """This node's card on the page, from its ``/status`` document ``st`` and its own local
+    view ``mine`` (process and HAProxy)."""
+    health = st["health"]
+    return {
+        "name": st["self"],
+        "self": True,
+        "state": "self",
+        "alive": True,
+        "healthy": health["healthy"],
+        "answers": health["answers"],
+        "standby": st["standby"],
+        "pingable": health["pingable"],
+        "summary": health["summary"],
+        "stable_ms": health["stable_ms"],
+        "heartbeat_age_ms": None,
+        "loss": None,
+        "held": st["held"],
+        "wanted": st["wanted"],
+        "process": mine.get("process"),
+        "haproxy": mine.get("haproxy"),
+    }
 
 
 def haproxy_view(stat_csv: str, table: str, vips: dict[str, str]) -> dict[str, Any]:
@@ -214,25 +239,7 @@ class ClusterView:
         theirs = self.peer_local if alive else None
         health = st["health"]
         lbs = [
-            {
-                "name": st["self"],
-                "self": True,
-                "state": "self",
-                "alive": True,
-                "healthy": health["healthy"],
-                "answers": health["answers"],
-                "standby": st["standby"],
-                "pingable": health["pingable"],
-                "summary": health["summary"],
-                "stable_ms": health["stable_ms"],
-                "flap_penalty_ms": health["flap_penalty_ms"],
-                "heartbeat_age_ms": None,
-                "loss": None,
-                "held": st["held"],
-                "wanted": st["wanted"],
-                "process": mine["process"],
-                "haproxy": mine["haproxy"],
-            },
+            {**self_card(st, mine), "flap_penalty_ms": health["flap_penalty_ms"]},
             {
                 "name": peer["name"],
                 "self": False,

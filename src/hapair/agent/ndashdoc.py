@@ -24,6 +24,7 @@ from hapair.agent.dashdoc import (
     PEER_TIMEOUT_S,
     http_call,
     read_haproxy,
+    self_card,
 )
 from hapair.agent.history import CpuMeter, process_usage, stamp
 from hapair.agent.nstatus import node_status
@@ -79,27 +80,7 @@ def node_document(
     :param vips: (name, address, home) of each VIP, in order.
     :param t: the wall clock (seconds).
     """
-    health = st["health"]
-    lbs: list[dict[str, Any]] = [
-        {
-            "name": st["self"],
-            "self": True,
-            "state": "self",
-            "alive": True,
-            "healthy": health["healthy"],
-            "answers": health["answers"],
-            "standby": st["standby"],
-            "pingable": health["pingable"],
-            "summary": health["summary"],
-            "stable_ms": health["stable_ms"],
-            "heartbeat_age_ms": None,
-            "loss": None,
-            "held": st["held"],
-            "wanted": st["wanted"],
-            "process": mine.get("process"),
-            "haproxy": mine.get("haproxy"),
-        }
-    ]
+    lbs: list[dict[str, Any]] = [self_card(st, mine)]
     for p in st["peers"]:
         alive = p["state"] in ALIVE
         theirs = peers_local.get(p["name"]) if alive else None
