@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import pytest
 from tests.aws import motofix
+from tests.aws.fakehaproxy import FakeHaproxy
 
 from hapair.plan import Plan, make_plan
 from hapair.platforms.aws import AwsPlatform
@@ -128,3 +129,12 @@ def decode_user_data(value: str) -> str:
     compressed it (a large one: :func:`hapair.platforms.aws.userdata.pack`)."""
     raw = base64.b64decode(value)
     return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+
+
+@pytest.fixture
+def lb(tmp_path: Path) -> Iterator[FakeHaproxy]:
+    """An LB's HAProxy as the follower sees it, and the stats password file beside it."""
+    fake = FakeHaproxy(tmp_path / "admin.sock")
+    (tmp_path / "stats.password").write_text("pw\n")
+    yield fake
+    fake.close()

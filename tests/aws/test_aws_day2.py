@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
-import threading
 import zlib
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.exceptions import ClientError
 from tests.aws.conftest import REGION, aws_plan, flt
+from tests.aws.fakehaproxy import FakeHaproxy
 from tests.aws.test_aws_iam import lb_session
 
 from hapair.day2.desired import decode
@@ -136,64 +134,6 @@ def test_dry_run_and_an_invalid_spec_change_nothing(
     assert bad.returncode == 2 and "haproxy.balance" in bad.stderr, bad.stderr
     assert (stored(c), running_webs(ec2, c)) == before
     platform.down(c)
-
-
-class FakeHaproxy:
-    """HAProxy's stats socket, as far as the follower uses it: records every command."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.pid, self.commands = path, 100, []
-        self.servers: dict[str, str] = {}
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                cmd = conn.recv(65536).decode().strip()
-                conn.sendall(self.answer(cmd).encode())
-
-    def answer(self, cmd: str) -> str:
-        if cmd == "show info":
-            return f"Name: HAProxy\nPid: {self.pid}\n"
-        self.commands.append(cmd)
-        if cmd == "show servers state":
-            return "1\n# be_id be_name srv_id srv_name\n" + "".join(
-                f"3 web {i} {n}\n" for i, n in enumerate(self.servers, 1)
-            )
-        if cmd == "show stat":
-            rows = "".join(f"web,{n},0,UP,L7OK\n" for n in self.servers)
-            return "# pxname,svname,scur,status,check_status\n" + rows
-        words = cmd.split()
-        if words[:2] == ["add", "server"]:
-            self.servers[words[2].split("/")[1]] = "ready"
-            return "New server registered.\n"
-        if words[:2] == ["del", "server"]:
-            self.servers.pop(words[2].split("/")[1], None)
-            return "Server deleted.\n"
-        return ""
-
-    def reload(self, servers: list[str]) -> None:
-        self.pid += 1
-        self.servers = dict.fromkeys(servers, "ready")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def lb(tmp_path: Path) -> Any:
-    fake = FakeHaproxy(tmp_path / "admin.sock")
-    (tmp_path / "stats.password").write_text("pw\n")
-    yield fake
-    fake.close()
 
 
 def follower_for(c: str, tmp_path: Path, fake: FakeHaproxy, ssm: Any, log: list[Any]) -> Follower:

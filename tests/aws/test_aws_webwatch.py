@@ -7,22 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.exceptions import ClientError
 from tests.aws.conftest import REGION, aws_plan, flt
-from tests.aws.test_aws_day2 import FakeHaproxy, follower_for
+from tests.aws.test_aws_day2 import follower_for
 from tests.aws.test_aws_iam import lb_session
 
 from hapair.platforms.aws import AwsPlatform
 from hapair.platforms.aws.webwatch import WebWatch, gone_addresses
-
-
-@pytest.fixture
-def lb(tmp_path: Path) -> Any:
-    fake = FakeHaproxy(tmp_path / "admin.sock")
-    (tmp_path / "stats.password").write_text("pw\n")
-    yield fake
-    fake.close()
 
 
 class Failing:

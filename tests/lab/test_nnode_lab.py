@@ -13,6 +13,7 @@ import pytest
 from tests.lab.conftest import Lab, lab_name, start_lab
 
 from hapair.agent.client import agent_request, agent_status
+from hapair.bench.nlabs import nspec
 from hapair.coord.etcd_client import EtcdClient
 from hapair.platforms.lab import etcd
 from hapair.platforms.lab.paths import LabPaths
@@ -35,18 +36,7 @@ CUT_RULES = """table inet hp_cut_etcd {{
 
 @pytest.fixture(scope="module")
 def n4() -> Iterator[Lab]:
-    spec = {
-        "cluster": {"name": lab_name()},
-        "web": {"size": 2},
-        "lb": {"count": 4},
-        "ha": {"coordinator": "etcd"},
-        "network": {
-            "lb_primary": [f"198.18.0.{11 + i}" for i in range(4)],
-            "lb_secondary": [f"198.18.0.{111 + i}" for i in range(4)],
-            "vips": [f"198.19.255.{1 + i}" for i in range(8)],
-        },
-    }
-    lab = start_lab(parse(spec))
+    lab = start_lab(parse(nspec(lab_name(), 4, web_size=2)))
     try:
         yield lab
     finally:

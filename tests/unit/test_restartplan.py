@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hapair.bench.nlabs import nspec
 from hapair.plan import make_plan
 from hapair.platforms.lab.day2 import restartplan as rp
 from hapair.spec import parse
@@ -110,20 +111,7 @@ def test_carried() -> None:
 def test_peer_of_is_a_pair_s_notion_and_errors_name_every_lb() -> None:
     pair = make_plan(parse({"cluster": {"name": "t1"}}))
     assert pair.peer_of("lb2").name == "lb1" and pair.lb_hint == "lb1 or lb2"
-    n4 = make_plan(
-        parse(
-            {
-                "cluster": {"name": "t1"},
-                "lb": {"count": 4},
-                "ha": {"coordinator": "etcd"},
-                "network": {
-                    "lb_primary": [f"198.18.0.{11 + i}" for i in range(4)],
-                    "lb_secondary": [f"198.18.0.{111 + i}" for i in range(4)],
-                    "vips": [f"198.19.255.{1 + i}" for i in range(8)],
-                },
-            }
-        )
-    )
+    n4 = make_plan(parse(nspec("t1", 4)))
     assert n4.lb_hint == "lb1..lb4"
     with pytest.raises(ValueError, match="4 LBs have no single peer"):
         n4.peer_of("lb3")
