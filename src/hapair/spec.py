@@ -39,6 +39,17 @@ from hapair.spec_checks import (
 )
 from hapair.spec_fabric import check_fabric
 from hapair.spec_scale import check_scale
+from hapair.spec_timings import (
+    DeadtimeMs,
+    DelayMs,
+    DrainMs,
+    EtcdLeaseTtlMs,
+    HealthIntervalMs,
+    InitdeadMs,
+    IntervalMs,
+    WarntimeMs,
+    timing_problem,
+)
 
 
 class _Model(BaseModel):
@@ -144,46 +155,39 @@ class HaSpec(_Model):
     # UDP port of the heartbeats (the seed's udpport).
     port: Port = 694  # type: ignore[valid-type]
     # A heartbeat goes to the peer every interval (the seed's keepalive, 2 s there).
-    interval_ms: Bounded(10, 10000) = 50  # type: ignore[valid-type]
+    interval_ms: IntervalMs = 50
     # A peer silent this long is logged as late (the seed's warntime).
-    warntime_ms: Bounded(10, 60000) = 100  # type: ignore[valid-type]
+    warntime_ms: WarntimeMs = 100
     # A peer silent this long is dead (the seed's deadtime, 15 s there).
-    deadtime_ms: Bounded(20, 120000) = 150  # type: ignore[valid-type]
+    deadtime_ms: DeadtimeMs = 150
     # After start, how long to wait for a never-seen peer before declaring it dead (initdead).
-    initdead_ms: Bounded(0, 600000) = 1500  # type: ignore[valid-type]
+    initdead_ms: InitdeadMs = 1500
     # A returning home node takes its VIP back after this much stable health (auto_failback).
     auto_failback: StrictBool = True
-    failback_delay_ms: Bounded(0, 600000) = 3000  # type: ignore[valid-type]
+    failback_delay_ms: DelayMs = 3000
     # How often the local HAProxy's health is checked.
-    health_interval_ms: Bounded(20, 10000) = 100  # type: ignore[valid-type]
+    health_interval_ms: HealthIntervalMs = 100
     # Ping nodes; empty = the gateway (the seed's "ping <gateway>"). On the lab, inside
     # network.vpc_cidr and not an LB's own address.
     ping_nodes: tuple[IPv4, ...] = ()
     # Fewest seconds between two moves of one VIP for the same reason kind (anti-flap).
-    min_move_interval_ms: Bounded(0, 600000) = 1000  # type: ignore[valid-type]
+    min_move_interval_ms: DelayMs = 1000
     # After a move between two live nodes (failback, standby/online), the taker hands packets of
     # connections it does not know to the releaser, which keeps serving them, for this long
     # (the failback drain; 0 = off). Longer than a request, shorter than a keep-alive timeout.
-    drain_ms: Bounded(0, 60000) = 5000  # type: ignore[valid-type]
+    drain_ms: DrainMs = 5000
     # Who grants VIP ownership: "peer" (the pair agrees by heartbeats, 2 LBs only) or "etcd"
     # (each VIP's owner is an etcd key under the owner's lease; required above 2 LBs).
     coordinator: Literal["peer", "etcd"] = "peer"
     # With "etcd": the TTL of each node's lease; a node that cannot renew it within this
     # time fences itself (releases its VIPs). etcd refuses TTLs under its election timeout.
-    etcd_lease_ttl_ms: Bounded(2000, 60000) = 3000  # type: ignore[valid-type]
+    etcd_lease_ttl_ms: EtcdLeaseTtlMs = 3000
 
     @model_validator(mode="after")
     def _order(self) -> HaSpec:
-        if not self.interval_ms < self.warntime_ms <= self.deadtime_ms:
-            raise ValueError(
-                "ha: need interval_ms < warntime_ms <= deadtime_ms "
-                f"(got {self.interval_ms}, {self.warntime_ms}, {self.deadtime_ms})"
-            )
-        if self.deadtime_ms < 2 * self.interval_ms:
-            raise ValueError(
-                f"ha.deadtime_ms: must be at least twice interval_ms ({2 * self.interval_ms}) "
-                f"so that one lost heartbeat is not a death (got {self.deadtime_ms})"
-            )
+        problem = timing_problem(self.interval_ms, self.warntime_ms, self.deadtime_ms, "ha")
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -306,7 +306,8 @@ def test_sighup_reloads_timings(ha: Lab) -> None:
         ha.wait_for(
             "the refusal",
             lambda: any(
-                "reload refused, keeping the old config: node need a restart" in e["message"]
+                e["message"] == "reload refused, keeping the old config: node cannot change "
+                "while the agent runs; restart it to apply them"
                 for e in status(ha, "lb1")["events"]
             ),
             3,

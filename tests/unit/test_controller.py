@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hapair.agent.controller import MOVE_REASONS, Controller, move_label
+from hapair.agent.controller import Controller
 from hapair.agent.membership import FALSE_DEATH_TARGET, MAX_STRETCH, Membership
 from hapair.agent.protocol import Heartbeat
 from hapair.agent.simulate import World
@@ -207,20 +207,6 @@ def test_both_die_and_return_together_hand_back_make_before_break() -> None:
         w.step()
         assert w.holders("vip1") and w.holders("vip2")
     assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})
-
-
-def test_move_labels_are_a_closed_set() -> None:
-    for reason, take in [
-        ("peer lb1 dead for 160 ms and not serving", True),
-        ("failback: lb1 stable for 3000 ms", True),
-        ("home node, healthy; nobody holds vip1", True),
-        ("unhealthy", False),
-        ("in standby", False),
-        ("cannot reach any ping node while lb2 can", False),
-        ("unhealthy; peer lb2 unhealthy: nobody holds vip1, taking it so that ...", True),
-        ("something new", True),
-    ]:
-        assert move_label(reason, take) in MOVE_REASONS
 
 
 def test_a_first_decision_not_to_take_is_not_a_move() -> None:

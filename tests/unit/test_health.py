@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from hapair.agent.health import HealthGate
+import asyncio
+import socket
+import time
+
+from hapair.agent.config import VipConfig
+from hapair.agent.health import HealthGate, peer_answers, peer_witnesses
 
 
 def test_a_silent_stats_socket_is_a_hard_failure_at_once() -> None:
@@ -108,3 +113,87 @@ def test_a_ping_reply_counts_until_the_next_rounds_had_their_chance() -> None:
     assert not pinger.reachable(window=1.0)  # what it used to be
     pinger.last_reply["198.18.0.1"] = time.monotonic() - 3 * every_s - 0.1
     assert not pinger.reachable(window=ping_window_s(interval_ms))  # three rounds lost
+
+
+# ------------------------------------------------------------------ the peer probe's witness
+
+
+def _vip(name: str, address: str, driver: str = "l2") -> VipConfig:
+    return VipConfig(name=name, address=address, home="lb1", driver=driver)  # type: ignore[arg-type]
+
+
+def test_witnesses_are_the_l2_vips_the_peer_holds_and_this_node_does_not() -> None:
+    vips = [
+        _vip("vip1", "198.18.0.10"),
+        _vip("vip2", "198.18.0.11"),
+        _vip("vip3", "1.2.3.4", "aws_eip"),
+    ]
+    assert peer_witnesses(vips, {"vip2"}, set()) == ["198.18.0.11"]
+    assert peer_witnesses(vips, {"vip1", "vip2"}, {"vip2"}) == ["198.18.0.10"]
+    assert peer_witnesses(vips, {"vip3"}, set()) == []  # a public EIP is no second path
+    assert peer_witnesses(vips, set(), set()) == []
+
+
+async def _serve(host: str, port: int, answer: bool) -> asyncio.Server:
+    """A loopback server that answers 200 (``answer``) or accepts and never answers."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if answer:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+            else:
+                await asyncio.sleep(5)
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_silent_peer_is_judged_by_its_address_and_by_the_vips_it_holds() -> None:
+    """127.0.0.2 answers, 127.0.0.3 accepts and never answers (a cut), nothing listens on
+    127.0.0.4 (a refusal): one port on every address, as on the LBs."""
+
+    took: dict[str, float] = {}
+
+    async def main() -> dict[str, tuple[bool, str]]:
+        port = _free_port()
+        servers = [await _serve("127.0.0.2", port, True), await _serve("127.0.0.3", port, False)]
+        try:
+            cases = {
+                "own address answers": ("127.0.0.2", []),
+                "cut, no witness": ("127.0.0.3", []),
+                "cut, a witness answers": ("127.0.0.3", ["127.0.0.3", "127.0.0.2"]),
+                "cut, no witness answers": ("127.0.0.3", ["127.0.0.3"]),
+                "refused, a witness answers": ("127.0.0.4", ["127.0.0.2"]),
+            }
+            out = {}
+            for name, (address, witnesses) in cases.items():
+                t0 = time.monotonic()
+                out[name] = await peer_answers(address, witnesses, port, "/", 2.0)
+                took[name] = time.monotonic() - t0
+            return out
+        finally:
+            for srv in servers:
+                srv.close()
+
+    assert asyncio.run(main()) == {
+        "own address answers": (True, ""),
+        "cut, no witness": (False, ""),
+        "cut, a witness answers": (True, "127.0.0.2"),
+        "cut, no witness answers": (False, ""),
+        # a refusal is proof that HAProxy is not listening there: no witness is asked
+        "refused, a witness answers": (False, ""),
+    }
+    # The first answer decides: neither a witness's success nor a refusal waits for the cut
+    # address's timeout (2 s); only a verdict with nothing but timeouts does.
+    for name in ("own address answers", "cut, a witness answers", "refused, a witness answers"):
+        assert took[name] < 1.0, (name, took[name])
+    assert took["cut, no witness"] >= 1.9

@@ -742,7 +742,8 @@ def test_kill_failover_then_restart_still_holding_settles_then_fails_back() -> N
     lb1 = next(r for r in first if r.node == "lb1").step
     # The copy found at start may be stale: lb2 holds vip1, so lb1 lets its copy go and
     # waits failback_delay like any returning node (the daemon's behaviour, now simulated).
-    assert "released vip1 found configured at start: lb2 holds it" in lb1.events
+    settle = [(m.sentence, m.label, m.take) for m in lb1.moves]
+    assert settle == [("released vip1 found configured at start: lb2 holds it", "settle", False)]
     assert w.holders("vip1") == {"lb2"}
     t_back = w.now
     while w.holders("vip1") != {"lb1"}:

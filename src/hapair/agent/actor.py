@@ -3,7 +3,9 @@
 The daemon sets ``desired``; the actor compares it with what it last read back and calls
 ``start`` or ``stop``, each bounded by a timeout. A failed action is retried with backoff and
 reported (log + metric), never forgotten: the actor keeps trying until the real state matches
-the newest desired state.
+the newest desired state. An error nobody expected (a bug) goes through the agent's safety net
+(logged "please report" with its traceback, counted) and is retried the same way; only a
+:class:`~hapair.errors.FatalError` ends the actor, and with it the agent.
 """
 
 from __future__ import annotations
@@ -15,12 +17,24 @@ from collections.abc import Callable
 from typing import Protocol
 
 from hapair.agent.resources.base import FloatingIP
-from hapair.errors import HapairError
+from hapair.errors import FatalError, HapairError
 
 logger = logging.getLogger(__name__)
 
 #: Called after every action: (vip, action "start"/"stop", ok, seconds taken, error or "").
 OnAction = Callable[[str, str, bool, float, str], None]
+#: The safety net's report of an unexpected error, called inside the ``except`` block with
+#: where it happened (:meth:`hapair.agent.core.AgentCore.unexpected`).
+OnUnexpected = Callable[[str], None]
+
+#: The first and the longest wait before an action that failed is tried again (s).
+BACKOFF_MIN_S = 0.1
+BACKOFF_MAX_S = 2.0
+
+
+def report_unexpected(where: str) -> None:
+    """The safety net's sentence, for an actor built without an agent (tests, tools)."""
+    logger.exception("unexpected error in %s, please report; carrying on", where)
 
 
 class DrainHooks(Protocol):
@@ -48,11 +62,13 @@ class VipActor:
         timeout: float,
         on_action: OnAction,
         drain: DrainHooks | None = None,
+        unexpected: OnUnexpected = report_unexpected,
     ) -> None:
         self.resource = resource
         self.timeout = timeout
         self.on_action = on_action
         self.drain = drain
+        self.unexpected = unexpected
         self.desired: bool | None = None
         #: what this node really holds, as last read back (monitor) or just done
         self.held: bool | None = None
@@ -83,39 +99,61 @@ class VipActor:
             self._wake.set()
 
     async def run(self) -> None:
-        """The actor's loop; runs until cancelled."""
-        backoff = 0.1
+        """The actor's loop; runs until cancelled. A failed action, expected or not, is tried
+        again after a backoff (doubling up to :data:`BACKOFF_MAX_S`) against the newest wish;
+        a :class:`~hapair.errors.FatalError` ends it."""
+        backoff = BACKOFF_MIN_S
         while True:
             await self._wake.wait()
             self._wake.clear()
-            desired = self.desired
-            if desired is None or (desired == self.held and not self._announce):
-                continue
-            action = "start" if desired else "stop"
-            self._announce = False
-            t0 = time.monotonic()
-            self._acting = True
-            self.generation += 1
             try:
-                async with asyncio.timeout(self.timeout):
-                    if desired:
-                        if self.drain is not None:
-                            await self.drain.taking(self.resource.name, self.held)
-                        await self.resource.start()
-                    else:
-                        if self.drain is not None:
-                            await self.drain.releasing(self.resource.name, self.held)
-                        await self.resource.stop()
-            except (HapairError, OSError, TimeoutError) as exc:
+                ok = await self._act()
+            except FatalError:
+                raise
+            except Exception:
                 self._acting = False
                 self.failures += 1
-                err = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-                self.on_action(self.resource.name, action, False, time.monotonic() - t0, err)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                self._wake.set()  # retry against the newest wish
+                self.unexpected(f"actor-{self.resource.name}")
+                ok = False
+            if ok is None:
                 continue
+            if ok:
+                backoff = BACKOFF_MIN_S
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            self._wake.set()  # retry against the newest wish
+
+    async def _act(self) -> bool | None:
+        """Carry out the newest wish once: None when there is nothing to do, else whether the
+        action succeeded (an expected failure is reported through ``on_action``)."""
+        desired = self.desired
+        if desired is None or (desired == self.held and not self._announce):
+            return None
+        action = "start" if desired else "stop"
+        self._announce = False
+        t0 = time.monotonic()
+        self._acting = True
+        self.generation += 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                if desired:
+                    if self.drain is not None:
+                        await self.drain.taking(self.resource.name, self.held)
+                    await self.resource.start()
+                else:
+                    if self.drain is not None:
+                        await self.drain.releasing(self.resource.name, self.held)
+                    await self.resource.stop()
+        except FatalError:
+            raise
+        except (HapairError, OSError, TimeoutError) as exc:
             self._acting = False
-            backoff = 0.1
-            self.held = desired
-            self.on_action(self.resource.name, action, True, time.monotonic() - t0, "")
+            self.failures += 1
+            err = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self.on_action(self.resource.name, action, False, time.monotonic() - t0, err)
+            return False
+        self._acting = False
+        self.held = desired
+        self.on_action(self.resource.name, action, True, time.monotonic() - t0, "")
+        return True

@@ -1,4 +1,9 @@
-"""The agent's own configuration file (``agent.toml``), rendered per LB node by the platform."""
+"""The agent's own configuration file (``agent.toml``), rendered per LB node by the platform.
+
+Its values are checked as the spec checks them (:mod:`hapair.spec_checks`,
+:mod:`hapair.spec_timings`): an ``agent.toml`` edited by hand, and a SIGHUP reload of it, is
+refused for exactly what the spec refuses, with the field named.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hapair.errors import SpecError
 from hapair.spec import format_errors
+from hapair.spec_checks import CheckPath, IPv4, Port, StrictBool, has_control
+from hapair.spec_timings import (
+    ActionTimeoutMs,
+    DeadtimeMs,
+    DelayMs,
+    DrainMs,
+    HealthCount,
+    HealthIntervalMs,
+    InitdeadMs,
+    IntervalMs,
+    ReconcileIntervalMs,
+    RequestTimeoutMs,
+    WarntimeMs,
+    timing_problem,
+)
 
 
 class VipConfig(BaseModel):
@@ -47,44 +67,45 @@ class AgentConfig(BaseModel):
     peer_probe_address: str
     # Address heartbeats are bound to (0.0.0.0 = all; the security group limits the sources).
     bind: str = "0.0.0.0"
-    port: int = 694
+    port: Port = 694
     key_file: str
     admin_token_file: str
     # Status API: TCP port inside the node and a unix socket (the CLI reaches it from the host).
-    api_port: int = 9023
+    api_port: Port = 9023
     api_bind: str = "0.0.0.0"
     api_socket: str = ""
     # The local HAProxy: stats socket, and the port a real HTTP request goes through.
     stats_socket: str
-    http_port: int = 80
-    check_path: str = "/health"
-    ping_nodes: list[str] = Field(default_factory=list)
-    interval_ms: int = 50
-    warntime_ms: int = 100
-    deadtime_ms: int = 150
-    initdead_ms: int = 1500
-    auto_failback: bool = True
-    failback_delay_ms: int = 3000
-    health_interval_ms: int = 100
+    http_port: Port = 80
+    check_path: CheckPath = "/health"
+    ping_nodes: list[IPv4] = Field(default_factory=list)
+    # The [ha] timings, bounded as in the spec.
+    interval_ms: IntervalMs = 50
+    warntime_ms: WarntimeMs = 100
+    deadtime_ms: DeadtimeMs = 150
+    initdead_ms: InitdeadMs = 1500
+    auto_failback: StrictBool = True
+    failback_delay_ms: DelayMs = 3000
+    health_interval_ms: HealthIntervalMs = 100
     # Requests through the local HAProxy slower than this count as failed (500 ms: a link with
     # 90 ms of jitter each way still answers in time; a hung HAProxy is caught by its silent
     # stats socket at once); fall failed in a row make the node unhealthy, rise good ones in a
     # row healthy again.
-    request_timeout_ms: int = Field(default=500, ge=10, le=10_000)
-    health_rise: int = Field(default=2, ge=1, le=100)
-    health_fall: int = Field(default=3, ge=1, le=100)
-    min_move_interval_ms: int = 1000
+    request_timeout_ms: RequestTimeoutMs = 500
+    health_rise: HealthCount = 2
+    health_fall: HealthCount = 3
+    min_move_interval_ms: DelayMs = 1000
     # The failback drain (hapair.agent.drain): how long, after a move between live nodes, the
     # taker forwards connections it does not know to the releaser, which keeps serving them.
-    drain_ms: int = Field(default=5000, ge=0, le=60_000)
+    drain_ms: DrainMs = 5000
     # How often what each VIP's holder really is gets read back and repaired.
-    reconcile_interval_ms: int = 1000
+    reconcile_interval_ms: ReconcileIntervalMs = 1000
     # Bound on one resource-agent call.
-    action_timeout_ms: int = 5000
+    action_timeout_ms: ActionTimeoutMs = 5000
     # "text" or "json" (JSON lines) logs on stderr.
     log_format: Literal["text", "json"] = "text"
     # Run with real-time scheduling when allowed, so a busy machine does not delay heartbeats.
-    realtime: bool = True
+    realtime: StrictBool = True
     # AWS region / endpoint for aws_eip (empty = standard AWS configuration).
     aws_region: str = ""
     aws_endpoint_url: str = ""
@@ -95,18 +116,11 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _timings(self) -> AgentConfig:
-        if not 0 < self.interval_ms < self.warntime_ms <= self.deadtime_ms:
-            raise ValueError(
-                "need 0 < interval_ms < warntime_ms <= deadtime_ms "
-                f"(got {self.interval_ms}, {self.warntime_ms}, {self.deadtime_ms})"
-            )
-        for name in ("initdead_ms", "failback_delay_ms", "min_move_interval_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0 (got {getattr(self, name)})")
-        if self.health_interval_ms <= 0:
-            raise ValueError(f"health_interval_ms: must be > 0 (got {self.health_interval_ms})")
-        for v in (self.cluster, self.node, self.peer, *self.peer_addresses, self.check_path):
-            if any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+        problem = timing_problem(self.interval_ms, self.warntime_ms, self.deadtime_ms)
+        if problem is not None:
+            raise ValueError(problem)
+        for v in (self.cluster, self.node, self.peer, *self.peer_addresses):
+            if has_control(v):
                 raise ValueError(f"control characters are not allowed (got {v!r})")
         return self
 

@@ -35,6 +35,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from hapair.agent.membership import Membership, PeerState, Transition
+from hapair.agent.movelabel import MoveLabel, move_label
 from hapair.agent.placement import ClusterView, Decision, NodeFacts, decide
 from hapair.agent.protocol import Heartbeat
 
@@ -43,29 +44,17 @@ DAMPING_WINDOW_MS: Final = 300_000.0
 MAX_PENALTY_MS: Final = 60_000.0
 """The flap penalty never asks for more than this much extra stability."""
 PROBE_FALL: Final = 2
-"""Failed probes (since the peer's last heartbeat) that prove it does not serve. One is
-enough unless a probe that began after it succeeded (a probe lost to a loaded machine must not
-declare a serving peer dead); a probe's timeout ends by ``deadtime``, and until a probe has
-answered either way a silent peer is presumed serving (no death declared on the lack of an
-answer). Once acted on, the verdict stands until the peer is heard again."""
+"""Failed probes in a row (since the peer's last heartbeat) that prove it does not serve. One
+is enough unless a probe that began after it succeeded (a probe lost to a loaded machine must
+not declare a serving peer dead, and a success clears the failures before it); a probe's
+timeout ends by ``deadtime``, and until a probe has answered either way a silent peer is
+presumed serving (no death declared on the lack of an answer). Once acted on, the verdict
+stands until the peer is heard again."""
 
 SHARED_FAULT_GRACE_MS: Final = 2000.0
 """A node whose health came back while its peer was unhealthy too (every backend lost on both,
 say) waits this long before taking the peer's VIPs: the peer is likely recovering from the
 same fault a few checks later, and a move there helps nobody."""
-
-MOVE_REASONS: Final = (
-    "failover",
-    "failback",
-    "startup",
-    "standby",
-    "unhealthy",
-    "isolated",
-    "orphan",
-    "settle",
-    "other",
-)
-"""The closed set of ``reason`` labels of the moves metric."""
 
 
 class Timings(Protocol):
@@ -94,7 +83,7 @@ class Move:
     :ivar vip: the VIP.
     :ivar take: True to hold it, False to let go.
     :ivar reason: the decision's sentence.
-    :ivar label: one of :data:`MOVE_REASONS`.
+    :ivar label: why, in one word of a closed set (:mod:`hapair.agent.movelabel`).
     :ivar sentence: what to log, e.g. ``took vip1 from lb2: failback: lb1 stable for 3001 ms``.
     :ivar failover_ms: for a take from a dead peer, how long the peer had been silent.
     """
@@ -102,7 +91,7 @@ class Move:
     vip: str
     take: bool
     reason: str
-    label: str
+    label: MoveLabel
     sentence: str
     failover_ms: float | None = None
 
@@ -116,7 +105,7 @@ class Step:
     :ivar wishes: per VIP, the new wish when it changed (to hand to that VIP's actor).
     :ivar moves: the changes of what this node holds, with reasons (logged and counted).
     :ivar announce: VIPs to announce again (gratuitous ARP) though the wish did not change.
-    :ivar events: other sentences worth an event (peer transitions, settled VIPs).
+    :ivar events: other sentences worth an event (peer transitions, announcements).
     """
 
     view: ClusterView
@@ -125,25 +114,6 @@ class Step:
     moves: tuple[Move, ...] = ()
     announce: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
-
-
-def move_label(reason: str, take: bool) -> str:
-    """The metric label of a move, from its reason sentence (one of :data:`MOVE_REASONS`)."""
-    checks = (
-        ("nobody holds", "orphan"),
-        ("found configured at start", "settle"),
-        ("failback", "failback"),
-        ("standby", "standby"),
-        ("ping node", "isolated"),
-        ("unhealthy", "unhealthy" if not take else "failover"),
-        ("dead for", "failover"),
-        ("never heard", "failover" if take else "startup"),
-        ("home node, healthy", "startup"),
-    )
-    for needle, label in checks:
-        if needle in reason:
-            return label
-    return "other"
 
 
 class Controller:
@@ -177,6 +147,7 @@ class Controller:
         self.healthy = False
         self.answers = False
         self.health_ok_started_ms: float | None = None
+        self.health_failed_started_ms: float | None = None
         self.faults: collections.deque[float] = collections.deque()
         self._stable_since: float | None = None
         self._unstable_since: float | None = None
@@ -224,17 +195,27 @@ class Controller:
             return frozenset()
         return before.held - hb.held
 
-    def observe_health(self, healthy: bool, answers: bool, ok_started_ms: float | None) -> bool:
-        """This node's health as the gate judged it; returns whether it changed."""
+    def observe_health(
+        self,
+        healthy: bool,
+        answers: bool,
+        ok_started_ms: float | None,
+        failed_started_ms: float | None = None,
+    ) -> bool:
+        """This node's health as the gate judged it, and when the last successful and the last
+        failed request through its HAProxy began; returns whether the health changed."""
         changed = (healthy, answers) != (self.healthy, self.answers)
         self.healthy, self.answers = healthy, answers
         self.health_ok_started_ms = ok_started_ms
+        self.health_failed_started_ms = failed_started_ms
         return changed
 
     def observe_probe(self, ok: bool, started_ms: float) -> None:
         """The outcome of one request through the peer's HAProxy (the side channel)."""
         if ok:
             self._probe_ok_ms = max(self._probe_ok_ms or started_ms, started_ms)
+            if self._probe_failures < PROBE_FALL:  # a verdict reached stands until heard
+                self._probe_failures = 0
         else:
             self._probe_failures += 1
             self._probe_failed_ms = max(self._probe_failed_ms, started_ms)
@@ -297,7 +278,10 @@ class Controller:
         """How long this node has been stable, minus the flap penalty (never negative)."""
         if self._stable_since is None:
             return 0.0
-        return max(0.0, now - self._stable_since - self.penalty_ms(now))
+        # A failed request restarts the count: a node whose requests still fail now and then
+        # (a lossy link) is healthy enough to keep a VIP, not to take one back (no flapping).
+        since = max(self._stable_since, self.health_failed_started_ms or self._stable_since)
+        return max(0.0, now - since - self.penalty_ms(now))
 
     def _note_own(self, now: float, standby: bool) -> None:
         own = (self.healthy, standby)
@@ -363,7 +347,7 @@ class Controller:
         wishes: dict[str, bool] = {}
         moves: list[Move] = []
         if self.found_at_start and state is not PeerState.INIT:
-            events.extend(self._settle_found(state, wishes))
+            moves.extend(self._settle_found(state, wishes))
             held = frozenset(v for v in held if wishes.get(v) is not False)
         self._note_own(now, standby)
         hearing = state in (PeerState.UP, PeerState.WARN)
@@ -440,19 +424,20 @@ class Controller:
         if not self.faults or now - self.faults[-1] > 1000:
             self.faults.append(now)
 
-    def _settle_found(self, state: PeerState, wishes: dict[str, bool]) -> list[str]:
+    def _settle_found(self, state: PeerState, wishes: dict[str, bool]) -> list[Move]:
         """VIPs found configured at start: give back those the peer holds (a restart on a live
-        host waits failback_delay like any return), keep the rest."""
+        host waits failback_delay like any return), keep the rest. Each release is a move
+        labelled ``settle``."""
         peer = self.membership.last()
-        events = []
+        moves = []
         for vip in sorted(self.found_at_start):
             if state is not PeerState.DEAD and peer is not None and vip in peer.held:
-                sentence = f"released {vip} found configured at start: {self.peer} holds it"
-                events.append(sentence)
+                reason = f"found configured at start: {self.peer} holds it"
+                moves.append(Move(vip, False, reason, "settle", f"released {vip} {reason}"))
                 self.wanted[vip] = False
                 wishes[vip] = False
         self.found_at_start = set()
-        return events
+        return moves
 
     def _move(
         self, vip: str, want: bool, reason: str, held: frozenset[str], view: ClusterView, now: float
@@ -471,7 +456,8 @@ class Controller:
         failover = (
             silence if want and view.peer_state is PeerState.DEAD and silence is not None else None
         )
-        return Move(vip, want, reason, move_label(reason, want), f"{verb}: {reason}", failover)
+        label = move_label(view, vip, want)
+        return Move(vip, want, reason, label, f"{verb}: {reason}", failover)
 
 
 def _transition_sentence(peer: str, tr: Transition) -> str:

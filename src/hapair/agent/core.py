@@ -95,10 +95,13 @@ class AgentCore:
         except FatalError:
             raise
         except Exception:
-            self._unexpected(where)
+            self.unexpected(where)
             return None
 
-    def _unexpected(self, where: str) -> None:
+    def unexpected(self, where: str) -> None:
+        """The net's report, called inside an ``except`` block: log "please report" with the
+        traceback and count it (``hapair_unexpected_errors{loop=where}``); the caller carries
+        on."""
         self.unexpected_errors += 1
         self.metrics.unexpected.labels(where).inc()
         logger.exception("unexpected error in %s, please report; carrying on", where)
@@ -154,7 +157,7 @@ class AgentCore:
             except (FatalError, asyncio.CancelledError):
                 raise
             except Exception:
-                self._unexpected(name)
+                self.unexpected(name)
             period = period_ms() / 1000
             next_at += period
             delay = next_at - time.monotonic()
@@ -195,8 +198,12 @@ class AgentCore:
         return self.health.healthy
 
     def count_api_error(self, reason: str) -> None:
-        """Count a refused or failed API request."""
+        """Count a refused or failed API request; an ``internal`` one is a bug the API's own
+        net caught (it logged "please report"), so it counts as unexpected too."""
         self.metrics.api_errors.labels(reason).inc()
+        if reason == "internal":
+            self.unexpected_errors += 1
+            self.metrics.unexpected.labels("status API").inc()
 
     # ------------------------------------------------------------------ stop
     async def _end_tasks(self, extra: Iterable[asyncio.Task[None]] = ()) -> None:

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hapair.agent.actor import report_unexpected
 from hapair.agent.drainplan import (
     EXPIRY_MARGIN_MS,
     LINGER_IF,
@@ -56,6 +57,7 @@ from hapair.agent.drainplan import (
     rule_lines,
 )
 from hapair.agent.membership import PeerState
+from hapair.errors import FatalError
 
 if TYPE_CHECKING:
     from hapair.agent.config import AgentConfig
@@ -111,6 +113,8 @@ class Drainer:
     :param drain_ms: read at each move (a reload takes effect).
     :param peer: this node's view of its peer, read at each move.
     :param event: logs a sentence once, at a level.
+    :param unexpected: the agent's safety net, told where an error nobody expected happened
+        (called inside the ``except`` block: it logs "please report" and counts it).
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class Drainer:
         peer: Callable[[], PeerView],
         event: Callable[[str, int], None],
         runner: Runner = run_command,
+        unexpected: Callable[[str], None] = report_unexpected,
     ) -> None:
         self.vips = {v.name: v for v in vips}
         self.peer_address = peer_address
@@ -128,6 +133,7 @@ class Drainer:
         self.peer = peer
         self.event = event
         self.runner = runner
+        self.unexpected = unexpected
         #: running drains: (kind "forward"/"linger", vip) -> (ends at, monotonic s; its timer)
         self._ends: dict[tuple[str, str], tuple[float, asyncio.Task[None]]] = {}
         self._lock = asyncio.Lock()
@@ -150,13 +156,18 @@ class Drainer:
 
     async def _bounded(self, vip: str, hook: Awaitable[None]) -> None:
         """Run a hook within :data:`HOOK_TIMEOUT_S`; a failure is logged, never raised (the
-        move goes on without a drain)."""
+        move goes on without a drain); an unexpected one goes through the safety net first."""
         try:
             async with asyncio.timeout(HOOK_TIMEOUT_S):
                 await hook
+        except FatalError:
+            raise
         except (OSError, TimeoutError) as exc:
             why = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             self.event(f"drain of {vip} skipped: {why}", logging.WARNING)
+        except Exception:
+            self.unexpected(f"drain of {vip}")
+            self.event(f"drain of {vip} skipped: unexpected error", logging.WARNING)
 
     async def _taking(self, vip: str, held_before: bool | None) -> None:
         v = self.vips.get(vip)
@@ -288,10 +299,13 @@ class Drainer:
 
 
 def make_drainer(
-    config: Callable[[], AgentConfig], membership: Callable[[], Membership]
+    config: Callable[[], AgentConfig],
+    membership: Callable[[], Membership],
+    unexpected: Callable[[str], None] = report_unexpected,
 ) -> Drainer:
     """The daemon's :class:`Drainer`: its ``l2`` VIPs, the peer's own address as next hop,
-    ``drain_ms`` and the peer's liveness read at each move (a reload takes effect)."""
+    ``drain_ms`` and the peer's liveness read at each move (a reload takes effect), errors
+    nobody expected reported to ``unexpected`` (the agent's safety net)."""
     cfg = config()
     vips = [DrainVip(v.name, v.address, v.ifname) for v in cfg.vips if v.driver == "l2"]
 
@@ -299,7 +313,9 @@ def make_drainer(
         m = membership()
         return peer_view(cfg.peer, m.current in (PeerState.UP, PeerState.WARN), m.last())
 
-    return Drainer(vips, cfg.peer_probe_address, lambda: config().drain_ms, peer, _log)
+    return Drainer(
+        vips, cfg.peer_probe_address, lambda: config().drain_ms, peer, _log, unexpected=unexpected
+    )
 
 
 def _log(sentence: str, level: int) -> None:

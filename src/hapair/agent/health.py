@@ -14,12 +14,16 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from hapair.errors import OperationError
 from hapair.haproxy_stats import show_stat_async
 from hapair.httpget import FAILURES, get_head
+
+if TYPE_CHECKING:
+    from hapair.agent.config import VipConfig
 
 PING_EVERY_INTERVALS: Final = 2
 """The ping nodes are pinged every this many heartbeat intervals."""
@@ -81,6 +85,8 @@ class HealthGate:
         self.current: Health = Health(False, "not checked yet")
         #: when the last successful request through HAProxy began (``None``: never)
         self.ok_started_ms: float | None = None
+        #: when the last failed request through HAProxy began (``None``: none failed)
+        self.failed_started_ms: float | None = None
         self._answers = False
         self._up = 0
         self._total = 0
@@ -103,6 +109,8 @@ class HealthGate:
         failed); returns the health to act on."""
         if ok:
             self.ok_started_ms = max(self.ok_started_ms or started_ms, started_ms)
+        else:
+            self.failed_started_ms = max(self.failed_started_ms or started_ms, started_ms)
         if self._requests_ok is None:
             self._requests_ok, self._streak = ok, 0
         elif ok == self._requests_ok:
@@ -136,15 +144,74 @@ class HealthGate:
         return h
 
 
+Answer = Literal["ok", "refused", "failed"]
+"""How a request went: answered 2xx/3xx; refused (a reset to the SYN: the host is up and
+nothing listens there, proof HAProxy is not serving); failed (anything else: a timeout, an
+error status, a broken answer)."""
+
+
+async def http_answer(
+    host: str, port: int, path: str, timeout: float, host_header: str = "hapair"
+) -> Answer:
+    """``GET path`` on host:port within ``timeout`` seconds, and how it went."""
+    try:
+        status, _ = await get_head(host, port, path, host_header, timeout, "hapair-agent")
+    except ConnectionRefusedError:
+        return "refused"
+    except FAILURES:
+        return "failed"
+    return "ok" if 200 <= status < 400 else "failed"
+
+
 async def http_ok(
     host: str, port: int, path: str, timeout: float, host_header: str = "hapair"
 ) -> bool:
     """Whether ``GET path`` on host:port answers 2xx/3xx within ``timeout`` seconds."""
+    return await http_answer(host, port, path, timeout, host_header) == "ok"
+
+
+def peer_witnesses(
+    vips: Sequence[VipConfig], peer_held: Iterable[str], held_here: Iterable[str]
+) -> list[str]:
+    """The second path to a silent peer: the addresses of the VIPs it said it holds (its last
+    heartbeat) and this node does not. A request to one of them reaches whoever carries it,
+    by another address than the peer's own; only ``l2`` VIPs (an ``aws_eip`` address is public,
+    and an LB without one has no way out to it)."""
+    theirs, mine = set(peer_held), set(held_here)
+    return [v.address for v in vips if v.driver == "l2" and v.name in theirs - mine]
+
+
+async def peer_answers(
+    address: str, witnesses: Sequence[str], port: int, path: str, timeout: float
+) -> tuple[bool, str]:
+    """Whether the peer's HAProxy serves, asked at its own address and, at the same time, at
+    the VIPs it holds (:func:`peer_witnesses`); returns the verdict and, when a witness decided
+    it, that witness's address (else ``""``).
+
+    The first answer decides: a success anywhere (a dead HAProxy answers nowhere), or a refusal
+    at the peer's own address (the host is up and HAProxy is not listening: a crash is judged
+    as fast as without witnesses). A timeout there is no proof (a firewall or a cut between
+    the two LBs only), so it waits for the witnesses, which end by the same ``timeout``.
+    """
+    direct = asyncio.ensure_future(http_answer(address, port, path, timeout))
+    names: dict[asyncio.Future[Answer], str] = {
+        asyncio.ensure_future(http_answer(w, port, path, timeout)): w for w in witnesses
+    }
+    pending: set[asyncio.Future[Answer]] = {direct, *names}
     try:
-        status, _ = await get_head(host, port, path, host_header, timeout, "hapair-agent")
-    except FAILURES:
-        return False
-    return 200 <= status < 400
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                answer = task.result()
+                if answer == "ok":
+                    return True, names.get(task, "")
+                if task is direct and answer == "refused":
+                    return False, ""
+        return False, ""
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def read_stats(stats_socket: str, timeout: float = 0.5) -> tuple[bool, int, int]:

@@ -17,6 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hapair.agent.config import VipConfig
 from hapair.errors import SpecError
 from hapair.spec import format_errors
+from hapair.spec_checks import CheckPath, IPv4, Port, StrictBool, has_control
+from hapair.spec_timings import (
+    ActionTimeoutMs,
+    DeadtimeMs,
+    DelayMs,
+    EtcdLeaseTtlMs,
+    HealthCount,
+    HealthIntervalMs,
+    InitdeadMs,
+    IntervalMs,
+    ReconcileIntervalMs,
+    RequestTimeoutMs,
+    WarntimeMs,
+    timing_problem,
+)
 
 
 class PeerConfig(BaseModel):
@@ -44,40 +59,41 @@ class NodeConfig(BaseModel):
     # Every other LB (heartbeats go to all of them: a full mesh, N <= 16).
     peers: list[PeerConfig] = Field(min_length=1, max_length=15)
     bind: str = "0.0.0.0"
-    port: int = 694
+    port: Port = 694
     key_file: str
     admin_token_file: str
-    api_port: int = 9023
+    api_port: Port = 9023
     api_bind: str = "0.0.0.0"
     api_socket: str = ""
     stats_socket: str
-    http_port: int = 80
-    check_path: str = "/health"
-    ping_nodes: list[str] = Field(default_factory=list)
-    interval_ms: int = 50
-    warntime_ms: int = 100
-    deadtime_ms: int = 150
-    initdead_ms: int = 1500
-    auto_failback: bool = True
+    http_port: Port = 80
+    check_path: CheckPath = "/health"
+    ping_nodes: list[IPv4] = Field(default_factory=list)
+    # The [ha] timings, bounded as in the spec (and as the pair's agent.toml).
+    interval_ms: IntervalMs = 50
+    warntime_ms: WarntimeMs = 100
+    deadtime_ms: DeadtimeMs = 150
+    initdead_ms: InitdeadMs = 1500
+    auto_failback: StrictBool = True
     # A node takes VIPs from live, healthy peers (to balance) only after this much stability.
-    failback_delay_ms: int = 3000
-    health_interval_ms: int = 100
-    request_timeout_ms: int = Field(default=500, ge=10, le=10_000)
-    health_rise: int = Field(default=2, ge=1, le=100)
-    health_fall: int = Field(default=3, ge=1, le=100)
+    failback_delay_ms: DelayMs = 3000
+    health_interval_ms: HealthIntervalMs = 100
+    request_timeout_ms: RequestTimeoutMs = 500
+    health_rise: HealthCount = 2
+    health_fall: HealthCount = 3
     # Balancing moves (not failovers) are at least this far apart, one VIP at a time.
-    min_move_interval_ms: int = 1000
-    reconcile_interval_ms: int = 1000
-    action_timeout_ms: int = 5000
+    min_move_interval_ms: DelayMs = 1000
+    reconcile_interval_ms: ReconcileIntervalMs = 1000
+    action_timeout_ms: ActionTimeoutMs = 5000
     log_format: Literal["text", "json"] = "text"
-    realtime: bool = True
+    realtime: StrictBool = True
     boot_file: str = ""
     # etcd's client URLs (every member), its user and the file holding its password (0600).
     etcd_endpoints: list[str] = Field(min_length=1)
     etcd_user: str = "root"
     etcd_password_file: str
     # This node's lease TTL (ha.etcd_lease_ttl_ms, rounded up to whole seconds for etcd).
-    etcd_lease_ttl_ms: int = Field(default=3000, ge=2000, le=60_000)
+    etcd_lease_ttl_ms: EtcdLeaseTtlMs = 3000
     # Bound on one etcd call, over every member tried.
     etcd_timeout_ms: int = Field(default=1000, ge=100, le=10_000)
     # How often owners are read again besides the watch (the watch may break silently).
@@ -89,16 +105,14 @@ class NodeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> NodeConfig:
-        if not 0 < self.interval_ms < self.warntime_ms <= self.deadtime_ms:
-            raise ValueError(
-                "need 0 < interval_ms < warntime_ms <= deadtime_ms "
-                f"(got {self.interval_ms}, {self.warntime_ms}, {self.deadtime_ms})"
-            )
+        problem = timing_problem(self.interval_ms, self.warntime_ms, self.deadtime_ms)
+        if problem is not None:
+            raise ValueError(problem)
         names = [p.name for p in self.peers]
         if self.node in names or len(set(names)) != len(names):
             raise ValueError(f"peers: names must be distinct and not {self.node} (got {names})")
-        for v in (self.cluster, self.node, *names, self.check_path):
-            if any(ord(ch) < 32 or ord(ch) == 127 for ch in v):
+        for v in (self.cluster, self.node, *names):
+            if has_control(v):
                 raise ValueError(f"control characters are not allowed (got {v!r})")
         return self
 

@@ -96,7 +96,10 @@ class NodeAgent(AgentCore):
         self.mesh = Mesh(cfg, self.keyring, self.metrics, self.now_ms, self.tick, self.event)
         self.resources = [make_resource(cfg, i) for i in range(len(cfg.vips))]
         timeout = cfg.action_timeout_ms / 1000
-        self.actors = {r.name: VipActor(r, timeout, self._on_action) for r in self.resources}
+        self.actors = {
+            r.name: VipActor(r, timeout, self._on_action, unexpected=self.unexpected)
+            for r in self.resources
+        }
         self.gate = HealthGate(rise=cfg.health_rise, fall=cfg.health_fall)
         self.health: Health = self.gate.current
         self.pinger = Pinger(list(cfg.ping_nodes))

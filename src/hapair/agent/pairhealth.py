@@ -7,7 +7,14 @@ from __future__ import annotations
 import asyncio
 
 from hapair.agent.core import reconcile
-from hapair.agent.health import CALM_REQUEST_FACTOR, Health, http_ok, read_stats
+from hapair.agent.health import (
+    CALM_REQUEST_FACTOR,
+    Health,
+    http_ok,
+    peer_answers,
+    peer_witnesses,
+    read_stats,
+)
 from hapair.agent.pairstate import PairState
 
 MAX_SELF_PROBES = 8
@@ -49,7 +56,10 @@ class PairHealth(PairState):
     def _apply_health(self, h: Health) -> None:
         before = self.health
         self.health = h
-        changed = self.controller.observe_health(h.healthy, h.answers, self.gate.ok_started_ms)
+        g = self.gate
+        changed = self.controller.observe_health(
+            h.healthy, h.answers, g.ok_started_ms, g.failed_started_ms
+        )
         if h.healthy != before.healthy or h.answers != before.answers:
             self.event(f"health: {h.summary}")
             self.metrics.healthy.set(1 if h.healthy else 0)
@@ -70,19 +80,29 @@ class PairHealth(PairState):
             try:
                 await self._probe_peer()
             except Exception:
-                self._unexpected("peer-probe")
+                self.unexpected("peer-probe")
             await asyncio.sleep(self.cfg.interval_ms / 2000)
 
     async def _probe_peer(self) -> None:
         """One request through the peer's HAProxy; a failure decides at once."""
         c = self.controller
         started = self.now_ms()
-        ok = await http_ok(
+        last = c.membership.last()
+        witnesses = peer_witnesses(self.cfg.vips, last.held if last else (), self._held())
+        ok, witness = await peer_answers(
             self.cfg.peer_probe_address,
+            witnesses,
             self.cfg.http_port,
             self.cfg.check_path,
             timeout=c.probe_timeout_ms() / 1000,
         )
+        if witness != self._witness:
+            self._witness = witness
+            if witness:
+                self.event(
+                    f"{self.cfg.peer} does not answer at its own address but serves at "
+                    f"{witness}, which it holds: alive"
+                )
         c.observe_probe(ok, started)
         if not ok and self._ready:
             self.tick()  # the verdict a silent peer's death waited for

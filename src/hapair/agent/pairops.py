@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import time
 
-from hapair.agent.config import load_agent_config
+from hapair.agent.config import AgentConfig, load_agent_config
 from hapair.agent.pairstate import PairState
 from hapair.errors import FatalError, SpecError
 
-#: What a reload cannot change: these need a restart.
+#: What a reload cannot change: these are read once, at start, and need a restart (the
+#: socket, the API, the token, the logs, the scheduling, the drain's next hop, the AWS client).
 FIXED_FIELDS = (
     "cluster",
     "node",
@@ -19,11 +20,26 @@ FIXED_FIELDS = (
     "bind",
     "vips",
     "key_file",
+    "admin_token_file",
     "api_port",
     "api_bind",
     "api_socket",
     "boot_file",
+    "peer_probe_address",
+    "log_format",
+    "realtime",
+    "aws_region",
+    "aws_endpoint_url",
 )
+#: Fixed too when a VIP is an ``aws_eip``: its move deadline is taken from it at start.
+FIXED_WITH_AWS_EIP = ("action_timeout_ms",)
+
+
+def fixed_changes(old: AgentConfig, new: AgentConfig) -> list[str]:
+    """The fields a reload from ``old`` to ``new`` would change but cannot apply."""
+    aws = any(v.driver == "aws_eip" for v in old.vips)
+    fixed = FIXED_FIELDS + (FIXED_WITH_AWS_EIP if aws else ())
+    return [f for f in fixed if getattr(new, f) != getattr(old, f)]
 
 
 class PairOps(PairState):
@@ -83,10 +99,11 @@ class PairOps(PairState):
         except SpecError as exc:
             self.event(f"reload refused, keeping the old config: {exc}", logging.ERROR)
             return False
-        changed = [f for f in FIXED_FIELDS if getattr(new, f) != getattr(self.cfg, f)]
+        changed = fixed_changes(self.cfg, new)
         if changed:
             self.event(
-                f"reload refused, keeping the old config: {', '.join(changed)} need a restart",
+                f"reload refused, keeping the old config: {', '.join(changed)} cannot change "
+                "while the agent runs; restart it to apply them",
                 logging.ERROR,
             )
             return False

@@ -50,9 +50,13 @@ class PairState(AgentCore):
             cfg.node, cfg.peer, [(v.name, v.home) for v in cfg.vips], cfg, start_ms=0.0
         )
         self.resources = [make_resource(cfg, i) for i in range(len(cfg.vips))]
-        self.drainer = make_drainer(lambda: self.cfg, lambda: self.controller.membership)
+        self.drainer = make_drainer(
+            lambda: self.cfg, lambda: self.controller.membership, self.unexpected
+        )
         self.actors = {
-            r.name: VipActor(r, cfg.action_timeout_ms / 1000, self._on_action, self.drainer)
+            r.name: VipActor(
+                r, cfg.action_timeout_ms / 1000, self._on_action, self.drainer, self.unexpected
+            )
             for r in self.resources
         }
         self.gate = HealthGate(rise=cfg.health_rise, fall=cfg.health_fall)
@@ -69,6 +73,8 @@ class PairState(AgentCore):
         self._dropped_logged: dict[str, tuple[float, int]] = {}
         self._timers: list[asyncio.TimerHandle] = []
         self._peer_probe: asyncio.Task[None] | None = None
+        #: the VIP address through which the last probe found the silent peer serving
+        self._witness = ""
         self._heard_at: float | None = None
 
     # Implemented by the parts (daemon.py, pairbeats.py, pairhealth.py).

@@ -7,13 +7,20 @@ network delivers it (or loses or delays it), the peer's real :class:`Decoder` ch
 controller observes its health and probes, then steps; what it wants is applied at once (an
 instantaneous resource agent). Faults are attributes flipped between steps:
 
-- per node: its clock (:meth:`World.clock_jump`), ``link``, ``healthy``, ``answers``
-  (HAProxy answers at all), ``pingable``, ``standby``, the agent (:meth:`World.kill`,
+- per node: its clock (:meth:`World.clock_jump`), ``link``, ``healthy`` (HAProxy sees a
+  backend UP), ``answers`` (HAProxy answers at all), ``request_loss`` (the share of real
+  requests through its HAProxy that fail: a lossy link to its backends), ``pingable``,
+  ``standby``, the agent (:meth:`World.kill`,
   :meth:`World.restart`), a stall (:meth:`World.stall`: the agent neither sends nor
   decides, datagrams queue for it);
 - the network: ``heartbeat_path`` (udp/694 between the nodes), ``data_path`` (the side-channel
   probe), ``loss[(src, dst)]`` (the share of datagrams lost from ``src`` to ``dst``) and
   ``jitter_ms`` (each datagram is delayed by a random 0..jitter ms, in whole steps).
+
+Each node's health goes through the daemon's own :class:`~hapair.agent.health.HealthGate`: every
+health interval one stats reading (HAProxy answers; backends UP or none) and one real request
+(failed when HAProxy does not answer, has no backend, or the request is lost), so the gate's
+window and hysteresis are what the controllers see, as on a real node.
 
 Randomness comes from one seeded generator, so every run can be replayed.
 """
@@ -24,6 +31,7 @@ import random
 from dataclasses import dataclass, field
 
 from hapair.agent.controller import Controller, Step
+from hapair.agent.health import HealthGate
 from hapair.agent.placement import ClusterView, Decision
 from hapair.agent.protocol import STABLE_CAP_MS, Decoder, Heartbeat, encode
 from hapair.spec import HaSpec
@@ -42,6 +50,10 @@ class SimNode:
     agent: bool = True
     healthy: bool = True
     answers: bool = True
+    request_loss: float = 0.0
+    gate: HealthGate = field(default_factory=HealthGate)
+    #: when the node last read its health (its own clock)
+    checked_at: float | None = None
     pingable: bool = True
     standby: bool = False
     link: bool = True
@@ -132,6 +144,7 @@ class World:
         old = self.nodes[name]
         new = self._boot(name, set(old.held) if keep_held else set(), old.clock_ms)
         new.healthy, new.answers = healthy, healthy or old.answers
+        new.request_loss = old.request_loss
         new.pingable, new.standby, new.link = old.pingable, False, old.link
         self.nodes[name] = new
 
@@ -206,15 +219,25 @@ class World:
         back = self.loss.get((peer.name, node.name), 0.0)
         return self.rng.random() >= 1 - (1 - there) * (1 - back)
 
+    def _check_health(self, node: SimNode) -> None:
+        """Every health interval: a stats reading and a real request into the node's gate;
+        the controller observes what the gate makes of them."""
+        now = self.t(node)
+        if node.checked_at is not None and now - node.checked_at < self.ha.health_interval_ms:
+            return
+        node.checked_at = now
+        g = node.gate
+        g.stats(node.answers, 3 if node.healthy else 0, 3)
+        served = node.answers and node.healthy and self.rng.random() >= node.request_loss
+        h = g.request(served, now)
+        node.controller.observe_health(h.healthy, h.answers, g.ok_started_ms, g.failed_started_ms)
+
     def step(self) -> list[Record]:
         """Advance one interval: heartbeats, then every running agent decides, then acts."""
         self.now += self.ha.interval_ms
         running = [n for n in self.nodes.values() if self._running(n)]
         for node in running:
-            c = node.controller
-            c.observe_health(
-                node.healthy, node.answers, self.t(node) if node.healthy else c.health_ok_started_ms
-            )
+            self._check_health(node)
             self._send(node)
         out = []
         for node in list(self.nodes.values()):

@@ -99,9 +99,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              0, (NONE, NONE), "both alive and serving"),
     Scenario("partition-udp", "udp/694 dropped both ways", f.partition_udp, 0, (NONE, NONE),
              "both alive and serving (README rule)"),
-    Scenario("partition-full", "all traffic between lb1 and lb2 dropped", f.partition_full, 4,
-             (NONE, NONE), "to each LB its peer is dead (no witness tells a cut from a death): "
-             "each VIP over and back, announced again on heal, no request lost"),
+    Scenario("partition-full", "all traffic between lb1's and lb2's addresses dropped",
+             f.partition_full, 2, (NONE, NONE), "lb1 finds lb2 serving at vip2 (the probe's "
+             "second path) and moves nothing; lb2, whose every packet to lb1 is dropped, cannot "
+             "tell the cut from a death: vip1 over and back, no request lost"),
     Scenario("stall-agent", "lb1's agent SIGSTOPped 3 s", pr.stall_agent, 0, (NONE, NONE),
              "lb1's HAProxy served throughout"),
     Scenario("stall-both-agents", "both agents SIGSTOPped together 3 s", pr.stall_both_agents,
