@@ -33,8 +33,14 @@ class RuntimeApiError(OperationError):
     """HAProxy refused a runtime API command; the message has the command and its answer."""
 
 
+def is_name(value: str) -> bool:
+    """Whether ``value`` is an HAProxy name this module puts in a command (letters, digits,
+    ``.``, ``_``, ``-``; at most 64): nothing that could end a command or start another."""
+    return _IDENT.fullmatch(value) is not None
+
+
 def _ident(what: str, value: str) -> str:
-    if not _IDENT.fullmatch(value):
+    if not is_name(value):
         raise ValueError(f"{what} {value!r} is not an HAProxy name (letters, digits, . _ -)")
     return value
 

@@ -115,3 +115,23 @@ Requests/sec:  33123.40
     assert r.rps == 33123.40
     assert r.p50_ms == 0.512 and r.p99_ms == 2.5
     assert r.errors == 3
+
+
+def test_dashboard_cost_smoke(tmp_path: Path) -> None:
+    require_root()
+    out, name = tmp_path / "dash.json", lab_name()
+    argv = [HAPAIR, "bench", "dashboard", "--rounds", "1", "--window", "5", "--pages", "2"]
+    proc = subprocess.run(
+        [*argv, "--name", name, "--json", str(out)], capture_output=True, text=True, timeout=150
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"tearing down {name}" in proc.stdout and "lb1 serving the pages" in proc.stdout
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in listed
+    r = json.loads(out.read_text())
+    assert [w["pages"] for w in r["windows"]] == [0, 2]
+    assert [w["connections"] for w in r["windows"]] == [0, 2]  # the pages' streams, open
+    for w in r["windows"]:
+        assert w["seconds"] >= 5 and all(0 <= c < 100 for c in w["cpu_pct"].values())
+        assert all(10 < m < 500 for m in w["rss_mib"].values())
+    assert set(r["medians"]) == {"0", "2"}

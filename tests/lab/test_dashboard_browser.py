@@ -23,24 +23,13 @@ import pytest
 from tests.lab.conftest import HAPAIR, Lab
 
 from hapair.agent.client import agent_status
+from hapair.bench.dashcost import CHROMIUM, HEADLESS
 from hapair.platforms.lab import forward
 from hapair.platforms.lab.paths import LabPaths
 
 pytestmark = pytest.mark.lab
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-HEADLESS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1600",
-)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +177,7 @@ def test_buttons_do_nothing_without_the_token_and_work_with_it(
     standby.click()
     lab.wait_for("lb1 in standby", lambda: agent(lab, "lb1")["standby"] is True, 5)
     lab.wait_for("VIP1 on lb2 on the page", lambda: owners_shown(browser)[0] == "lb2", 10)
-    # the page may now come from lb2's agent: online lb1 then goes through /peer/online
+    # the page may now come from lb2's agent: it passes /node/lb1/online on to lb1's
     _button(browser, "lb1", "online").click()
     lab.wait_for("lb1 online", lambda: agent(lab, "lb1")["standby"] is False, 5)
     lab.wait_for(

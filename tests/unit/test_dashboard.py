@@ -132,8 +132,9 @@ def test_without_a_dashboard_nothing_new_is_served() -> None:
             code, _ = await _ask(port, f"GET {path} HTTP/1.1\r\n\r\n".encode())
             assert code == 404, path
         auth = f"Authorization: Bearer {TOKEN}\r\n"
-        code, _ = await _ask(port, f"POST /peer/standby HTTP/1.1\r\n{auth}\r\n".encode())
-        assert code == 404
+        for path in ("/peer/standby", "/node/lb1/server/web1/drain"):
+            code, _ = await _ask(port, f"POST {path} HTTP/1.1\r\n{auth}\r\n".encode())
+            assert code == 404, path
         await api.close()
 
     asyncio.run(main())

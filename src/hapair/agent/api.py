@@ -1,13 +1,26 @@
 """The agent's status API: a small HTTP/1.1 server on TCP (inside the node) and a unix socket.
 
-``GET /status`` (JSON), ``GET /metrics`` (Prometheus), ``GET /health`` (200/503 for HAProxy-style
-checks); ``POST /standby`` and ``POST /online`` need ``Authorization: Bearer <admin token>``.
+Routes (the ``POST`` ones need ``Authorization: Bearer <admin token>``, compared in constant
+time; without it: 401, and nothing is done or passed on):
 
-With a :class:`~hapair.agent.dashboard.Dashboard`, also the dashboard: ``GET /`` (the page and
-its files under ``/static/``), ``GET /events`` (its live stream), ``GET /dashboard.json`` (one
-document), ``GET /haproxy.json`` (what the peer's dashboard asks of this node), and
-``POST /peer/standby``, ``POST /peer/online``: the same calls on the peer, passed on with the
-caller's token only once this agent has checked it (no token, no call on the peer).
+- ``GET /status`` (JSON), ``GET /metrics`` (Prometheus), ``GET /health`` (200/503 for
+  HAProxy-style checks);
+- ``POST /standby``, ``POST /online``: this node;
+- ``POST /node/<name>/standby``, ``POST /node/<name>/online``: the node named, this one or
+  (with a dashboard) a peer, whichever agent receives the call (:meth:`StatusApi._on_node`).
+
+With a :class:`~hapair.agent.dashboard.Dashboard`, also the dashboard:
+
+- ``GET /`` (the page) and its files ``GET /static/dashboard.css``, ``/static/dashboard.js``;
+- ``GET /events`` (its live stream), ``GET /dashboard.json`` (one document),
+  ``GET /haproxy.json`` (what the peer's dashboard asks of this node);
+- ``POST /peer/standby``, ``POST /peer/online``: the same calls on the peer;
+- ``POST /node/<name>/server/<server>/<drain|ready|maint>``: one backend server of that
+  node's HAProxy, through its runtime API (:mod:`hapair.agent.serverops`); a server name
+  HAProxy does not report, or that is not an HAProxy name at all, is refused with 400.
+
+A call on a peer is passed on with the caller's token only once this agent has checked it (no
+token, no call on the peer).
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from hapair.agent.serverops import UnknownServer
 from hapair.errors import OperationError
+from hapair.haproxy_runtime import is_name
 
 if TYPE_CHECKING:
     from hapair.agent.dashboard import Dashboard
@@ -44,6 +59,10 @@ class Backend(Protocol):
 
 #: ``POST /node/<name>/<action>`` (see :meth:`StatusApi._on_node`).
 NODE_ACTION = re.compile(r"/node/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/(standby|online)")
+#: ``POST /node/<name>/server/<server>/<state>``: the server part is checked after the token.
+SERVER_ACTION = re.compile(
+    r"/node/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/server/([^/]{1,128})/(drain|ready|maint)"
+)
 
 REASONS = {
     200: "OK",
@@ -134,9 +153,9 @@ class StatusApi:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
             self.backend.count_api_error("malformed")
             routed = Reply(400, b'{"error": "malformed request"}')
-        except Exception:  # the API must never take the agent down
-            logger.exception("status API failed")
-            self.backend.count_api_error("internal")
+        except Exception:  # the API must never take the agent down: the safety net's sentence
+            logger.exception("unexpected error in status API, please report; carrying on")
+            self.backend.count_api_error("internal")  # also counted as unexpected
             routed = Reply(503, b'{"error": "internal"}')
         if isinstance(routed, Stream) and self.dashboard is not None:
             from hapair.agent.dashboard import PAGE_HEADERS
@@ -198,7 +217,8 @@ class StatusApi:
             found = gets[path]()
             return await found if inspect.isawaitable(found) else found
         named = NODE_ACTION.fullmatch(path)
-        if path in posts or named is not None:
+        served = SERVER_ACTION.fullmatch(path) if self.dashboard is not None else None
+        if path in posts or named is not None or served is not None:
             if method != "POST":
                 return Reply(405, b'{"error": "use POST"}')
             token = self._authorized(headers)
@@ -206,23 +226,48 @@ class StatusApi:
                 return Reply(401, b'{"error": "admin token required"}')
             if named is not None:
                 return await self._on_node(named.group(1), named.group(2), token)
+            if served is not None:
+                node, server, state = served.groups()
+                if not is_name(server):
+                    self.backend.count_api_error("invalid")
+                    return _json(400, {"error": "not a server name (letters, digits, . _ -)"})
+                return await self._on_node(node, state, token, server)
             return await posts[path](token)
         return Reply(404, b'{"error": "not found"}')
 
-    async def _on_node(self, node: str, action: str, token: str) -> Reply:
-        """``POST /node/<name>/<standby|online>``: the call on the node named, whichever agent
+    async def _on_node(
+        self, node: str, action: str, token: str, server: str | None = None
+    ) -> Reply:
+        """``POST /node/<name>/<standby|online>`` (and, with ``server``,
+        ``/node/<name>/server/<server>/<state>``): the call on the node named, whichever agent
         receives it (a page whose connection moved with a VIP may be talking to the other one
-        than it believes: naming the node makes that harmless). An N-node agent passes a call
-        on any other LB of its ``peers`` to its dashboard source as ``/node/<name>/<action>``."""
+        than it believes: naming the node makes that harmless). A standby or online call on
+        the pair's peer goes to its ``/<action>``; any other call on another LB goes to it as
+        the same ``/node/...`` path, which that LB's agent then applies to itself."""
         st = self.backend.status()
+        whole = f"/node/{node}/server/{server}/{action}" if server else f"/node/{node}/{action}"
         if node == st.get("self"):
-            return await self._local(action == "standby")
+            if server is None:
+                return await self._local(action == "standby")
+            return await self._server(node, server, action)
         if self.dashboard is not None and node == (st.get("peer") or {}).get("name"):
-            return await self._on_peer("/" + action, token)
+            return await self._on_peer(whole if server else "/" + action, token)
         peers = {p.get("name") for p in st.get("peers") or [] if isinstance(p, dict)}
         if self.dashboard is not None and node in peers:  # an N-node agent: any other LB
-            return await self._on_peer(f"/node/{node}/{action}", token)
+            return await self._on_peer(whole, token)
         return _json(404, {"error": f"no node {node} here or as this node's peer"})
+
+    async def _server(self, node: str, server: str, state: str) -> Reply:
+        """A backend button on this node (see :mod:`hapair.agent.serverops`)."""
+        assert self.dashboard is not None
+        try:
+            message = await self.dashboard.source.server_state(server, state)
+        except UnknownServer as exc:
+            self.backend.count_api_error("invalid")
+            return _json(400, {"error": str(exc)})
+        except OperationError as exc:
+            return _json(502, {"error": str(exc)})
+        return _json(200, {"message": message})
 
     async def _local(self, standby: bool) -> Reply:
         return _json(200, {"message": await self.backend.set_standby(standby)})

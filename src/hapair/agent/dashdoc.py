@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from hapair.agent.history import CpuMeter, process_usage, stamp
+from hapair.agent.serverops import set_server_state
 from hapair.agent.statusdoc import status_document
 from hapair.errors import OperationError
 from hapair.haproxy_stats import command_async, parse_show_table, parse_stat_rows
@@ -209,6 +210,11 @@ class ClusterView:
         cpu = proc.get("cpu_seconds")
         percent = self.peer_cpu.add(float(cpu)) if isinstance(cpu, int | float) else None
         self.peer_local = {**doc, "process": {**proc, "cpu_percent": percent}}
+
+    async def server_state(self, server: str, state: str) -> str:
+        """A backend button on this node (:func:`~hapair.agent.serverops.set_server_state`)."""
+        cfg = self.agent.cfg
+        return await set_server_state(cfg.stats_socket, cfg.node, server, state)
 
     def close(self) -> None:
         """Cancel a fetch under way."""

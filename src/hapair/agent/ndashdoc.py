@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from hapair.agent.api import NODE_ACTION
+from hapair.agent.api import NODE_ACTION, SERVER_ACTION
 from hapair.agent.dashdoc import (
     EVENTS,
     PEER_EVERY_S,
@@ -28,6 +28,7 @@ from hapair.agent.dashdoc import (
 )
 from hapair.agent.history import CpuMeter, process_usage, stamp
 from hapair.agent.nstatus import node_status
+from hapair.agent.serverops import set_server_state
 from hapair.errors import OperationError
 from hapair.httpget import FAILURES
 
@@ -163,18 +164,20 @@ class NodeClusterView:
 
     async def peer_request(self, method: str, path: str, token: str) -> tuple[int, bytes]:
         """An operator's call on another LB, with the operator's (checked) token: ``path`` is
-        ``/node/<name>/<standby|online>`` and goes to that LB's API as ``/<action>``.
+        ``/node/<name>/<standby|online>``, which goes to that LB's API as ``/<action>``, or
+        ``/node/<name>/server/<server>/<state>``, which goes to it as it is.
 
         :raises OperationError: no such peer, or it does not answer.
         """
-        named = NODE_ACTION.fullmatch(path)
+        named = NODE_ACTION.fullmatch(path) or SERVER_ACTION.fullmatch(path)
         address = self._address(named.group(1)) if named else None
         if named is None or address is None:
             raise OperationError(f"{path}: no such LB among {self.agent.cfg.node}'s peers")
-        node, action = named.group(1), named.group(2)
+        node = named.group(1)
+        there = f"/{named.group(2)}" if named.re is NODE_ACTION else path
         try:
             return await http_call(
-                address, self.agent.cfg.api_port, method, f"/{action}", 3.0, token=token
+                address, self.agent.cfg.api_port, method, there, 3.0, token=token
             )
         except FAILURES as exc:
             raise OperationError(f"{node} does not answer: {exc!r}") from exc
@@ -216,6 +219,11 @@ class NodeClusterView:
         meter = self.peer_cpu[name]
         percent = meter.add(float(cpu)) if isinstance(cpu, int | float) else None
         self.peers_local[name] = {**doc, "process": {**proc, "cpu_percent": percent}}
+
+    async def server_state(self, server: str, state: str) -> str:
+        """A backend button on this node (:func:`~hapair.agent.serverops.set_server_state`)."""
+        cfg = self.agent.cfg
+        return await set_server_state(cfg.stats_socket, cfg.node, server, state)
 
     def close(self) -> None:
         """Cancel the fetches under way."""

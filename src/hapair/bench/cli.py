@@ -1,5 +1,5 @@
-"""``hapair bench``: failover, data plane, scale and idle-stress benchmarks (each builds its own
-lab and tears it down)."""
+"""``hapair bench``: failover, data plane, scale, idle-stress, chaos, day-2 and dashboard-cost
+benchmarks (each builds its own lab and tears it down)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import typer
 from hapair.errors import UsageError
 
 bench_app = typer.Typer(
-    help="Benchmarks in the lab (root): failover, dataplane, scale, stress, chaos."
+    help="Benchmarks in the lab (root): failover, dataplane, scale, stress, chaos, dashboard."
 )
 
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here.")]
@@ -277,6 +277,33 @@ def day2(
 
     logging.basicConfig(level=logging.WARNING)
     report = bench_day2(rate, https_rate, name=name, say=typer.echo)
+    typer.echo(table(report), nl=False)
+    _write_json(json_out, report)
+
+
+@bench_app.command()
+def dashboard(
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="Windows per state.")] = 4,
+    window: Annotated[float, typer.Option(min=5, max=600, help="Seconds per window.")] = 20,
+    pages: Annotated[
+        str, typer.Option(help="Page counts besides none, comma-separated (at most 8).")
+    ] = "1,8",
+    json_out: JsonOpt = None,
+    name: NameOpt = None,
+) -> None:
+    """What the dashboard costs both agents (CPU, memory): windows with no page open and with
+    headless Chromium pages open through the forwarder; medians per state."""
+    from hapair.agent.dashboard import MAX_STREAMS
+    from hapair.bench.dashcost import bench_dashboard, table
+
+    try:
+        counts = [int(x) for x in pages.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--pages must be numbers separated by commas (got {pages})") from None
+    if not counts or not all(0 < c <= MAX_STREAMS for c in counts):
+        raise UsageError(f"--pages: each count from 1 to {MAX_STREAMS} (got {pages})")
+    logging.basicConfig(level=logging.WARNING)
+    report = bench_dashboard(rounds, window, counts, name=name, say=typer.echo)
     typer.echo(table(report), nl=False)
     _write_json(json_out, report)
 

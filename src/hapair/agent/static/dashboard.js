@@ -1,6 +1,8 @@
 // hapair dashboard: renders the agent's document from its event stream (/events).
 // Text only ever goes in through textContent; the admin token lives in sessionStorage and
-// leaves the page only in the Authorization header of a POST.
+// leaves the page only in the Authorization header of a POST. A frame changes only the
+// nodes whose content changed (patch): live regions speak only of real changes, focus and
+// a text selection survive updates. "Pause updates" stops applying frames (WCAG 2.2.2).
 "use strict";
 
 const TOKEN_KEY = "hapair.admin-token";
@@ -11,6 +13,8 @@ let doc = null;
 let source = null;
 let lastMessage = 0;
 let retryTimer = null;
+let paused = false;
+let held = 0; // frames received while paused
 
 function $(id) { return document.getElementById(id); }
 
@@ -26,6 +30,32 @@ function el(tag, attrs, ...children) {
   }
   return node;
 }
+
+// Make `parent`'s children equal to `fresh`, touching only what differs: equal nodes stay (with
+// their focus and selection), a node with the same tag and attributes is patched inside, any
+// other is replaced.
+function sameShell(a, b) {
+  if (a.nodeType !== b.nodeType || a.nodeName !== b.nodeName) return false;
+  if (a.nodeType !== Node.ELEMENT_NODE) return true;
+  if (a.attributes.length !== b.attributes.length) return false;
+  for (const at of b.attributes) if (a.getAttribute(at.name) !== at.value) return false;
+  return true;
+}
+
+function patch(parent, fresh) {
+  const kids = parent.childNodes;
+  fresh.forEach((n, i) => {
+    const o = kids[i];
+    if (!o) parent.append(n);
+    else if (o.isEqualNode(n)) return;
+    else if (!sameShell(o, n)) parent.replaceChild(n, o);
+    else if (o.nodeType === Node.ELEMENT_NODE) patch(o, [...n.childNodes]);
+    else o.nodeValue = n.nodeValue;
+  });
+  while (kids.length > fresh.length) parent.lastChild.remove();
+}
+
+function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
 
 function badge(text, kind) { return el("span", { class: "badge " + kind }, text); }
 function yesNo(v, good) {
@@ -44,9 +74,9 @@ function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
 function showToken() {
   const have = token() !== "";
-  $("token-state").textContent = have
+  setText($("token-state"), have
     ? "Token set for this tab: the buttons act."
-    : "No token: read-only, the buttons are disabled.";
+    : "No token: read-only, the buttons are disabled.");
   for (const b of document.querySelectorAll("button[data-action]")) b.disabled = !have;
 }
 
@@ -65,14 +95,17 @@ function setupToken() {
   showToken();
 }
 
-async function act(node, action) {
+// A button: standby/online of an LB, or drain/ready/maint of a server (data-server) of its HAProxy.
+async function act(node, action, server) {
   const t = token();
   const out = $("action-result");
   if (!t || !doc) { out.textContent = "Read-only: enter the admin token first."; return; }
   // Named, not "this node or its peer": after a VIP move this page may be served by the other
   // agent than the one it last heard from; whichever receives the call applies it to `node`.
-  const path = "/node/" + encodeURIComponent(node) + "/" + action;
-  out.textContent = action + " " + node + " …";
+  const what = server ? action + " " + server + " on " + node : action + " " + node;
+  const path = "/node/" + encodeURIComponent(node) +
+    (server ? "/server/" + encodeURIComponent(server) : "") + "/" + action;
+  out.textContent = what + " …";
   try {
     const r = await fetch(path, {
       method: "POST", cache: "no-store", credentials: "omit",
@@ -85,13 +118,26 @@ async function act(node, action) {
       showToken();
       out.textContent = "Refused: the admin token is wrong (forgotten; enter it again).";
     } else if (r.ok) {
-      out.textContent = body.message || (action + " " + node + ": done");
+      out.textContent = body.message || (what + ": done");
     } else {
-      out.textContent = action + " " + node + " failed: " + (body.error || r.status);
+      out.textContent = what + " failed: " + (body.error || r.status);
     }
   } catch (e) {
-    out.textContent = action + " " + node + " failed: " + e;
+    out.textContent = what + " failed: " + e;
   }
+}
+
+// One listener for every button, the ones rows bring and take away included.
+function onButton(ev) {
+  const b = ev.target.closest("button[data-action]");
+  if (!b || b.disabled) return;
+  act(b.dataset.node, b.dataset.action, b.dataset.server);
+}
+
+function button(label, attrs) {
+  const b = el("button", { type: "button", ...attrs }, label);
+  b.disabled = token() === "";
+  return b;
 }
 
 // ------------------------------------------------------------------ rendering
@@ -111,10 +157,8 @@ function lbCard(name) {
   card.append(dl);
   const actions = el("div", { class: "actions" });
   for (const action of ["standby", "online"]) {
-    const b = el("button", { type: "button", "data-node": name, "data-action": action },
-      (action === "standby" ? "Standby " : "Online ") + name);
-    b.addEventListener("click", () => act(name, action));
-    actions.append(b);
+    actions.append(button((action === "standby" ? "Standby " : "Online ") + name,
+      { "data-node": name, "data-action": action }));
   }
   card.append(actions);
   $("lbs").append(card);
@@ -124,7 +168,7 @@ function lbCard(name) {
 
 function setField(card, key, value) {
   const dd = card.querySelector("dd." + key);
-  dd.replaceChildren(value instanceof Node ? value : document.createTextNode(String(value)));
+  patch(dd, [value instanceof Node ? value : document.createTextNode(String(value))]);
 }
 
 function stateBadge(lb) {
@@ -137,7 +181,7 @@ function renderLbs(d) {
   const lbs = [...d.lbs].sort((a, b) => a.name.localeCompare(b.name));
   for (const lb of lbs) {
     const card = lbCard(lb.name);
-    card.querySelector(".role").textContent = lb.self ? "(this page's agent)" : (d.etcd ? "(a peer)" : "(its peer)");
+    setText(card.querySelector(".role"), lb.self ? "(this page's agent)" : (d.etcd ? "(a peer)" : "(its peer)"));
     setField(card, "state", stateBadge(lb));
     setField(card, "healthy", lb.alive ? yesNo(lb.healthy, true) : badge("unknown (no heartbeat)", "bad"));
     setField(card, "summary", lb.summary || (lb.alive ? (lb.serving ? "serving" : "as its heartbeat says") : "–"));
@@ -150,10 +194,7 @@ function renderLbs(d) {
   }
 }
 
-function fillBody(table, rows) {
-  const tbody = $(table).querySelector("tbody");
-  tbody.replaceChildren(...rows);
-}
+function fillBody(table, rows) { patch($(table).querySelector("tbody"), rows); }
 
 function renderVips(d) {
   fillBody("vips", d.vips.map((v) => {
@@ -178,9 +219,9 @@ function renderVips(d) {
       el("h3", {}, "Moves of " + v.name),
       items.length ? el("ol", { reversed: "" }, ...items) : el("p", { class: "note" }, "none seen"));
   });
-  $("timelines").replaceChildren(...boxes);
-  $("summary").textContent = d.vips.map((v) =>
-    v.name + " on " + (v.holders.length ? v.holders.join(" and ") : "nobody")).join(", ");
+  patch($("timelines"), boxes);
+  setText($("summary"), d.vips.map((v) =>
+    v.name + " on " + (v.holders.length ? v.holders.join(" and ") : "nobody")).join(", "));
 }
 
 function renderBackends(d) {
@@ -189,12 +230,12 @@ function renderBackends(d) {
     const h = lb.haproxy;
     if (!h) {
       rows.push(el("tr", {}, el("th", { scope: "row" }, lb.name),
-        el("td", { colspan: "9" }, lb.alive ? "not reported yet" : "unknown (no heartbeat)")));
+        el("td", { colspan: "10" }, lb.alive ? "not reported yet" : "unknown (no heartbeat)")));
       continue;
     }
     if (!h.answers) {
       rows.push(el("tr", {}, el("th", { scope: "row" }, lb.name),
-        el("td", { colspan: "9" }, badge("HAProxy does not answer", "bad"))));
+        el("td", { colspan: "10" }, badge("HAProxy does not answer", "bad"))));
       continue;
     }
     for (const s of h.servers) {
@@ -206,7 +247,10 @@ function renderBackends(d) {
         el("td", {}, badge(s.status, kind)), el("td", {}, s.check || "–"),
         el("td", {}, num(s.sessions)), el("td", {}, num(s.rate)),
         el("td", {}, num(r["2xx"])), el("td", {}, num(r["3xx"])),
-        el("td", {}, num(r["4xx"])), el("td", {}, num(r["5xx"]))));
+        el("td", {}, num(r["4xx"])), el("td", {}, num(r["5xx"])),
+        el("td", { class: "actions" }, ...["drain", "ready", "maint"].map((a) => button(a, {
+          "data-node": lb.name, "data-server": s.server, "data-action": a,
+          "aria-label": a + " " + s.server + " on " + lb.name })))));
     }
   }
   fillBody("backends", rows);
@@ -224,10 +268,12 @@ function renderEtcd(d) {
   const quorum = e.quorum === null ? "members not read yet"
     : e.healthy_members + " of " + e.members.length + " members healthy" + (e.quorum ? "" : ", NO QUORUM");
   const lease = e.fenced ? "fenced: " + e.fenced
-    : (e.lease_valid ? "lease " + e.lease + " valid, " + ms(e.lease_left_ms) + " left" : "no valid lease");
-  $("etcd-summary").textContent = (e.available ? "etcd answers" : "etcd unavailable") + "; " +
-    leader + "; " + quorum + "; " + d.self + "'s " + lease +
-    (e.read_ms_ago === null ? "" : " (read " + ms(e.read_ms_ago) + " ago)");
+    : (e.lease_valid ? "lease " + e.lease + " valid" : "no valid lease");
+  // the live region says what changes state; the times that change every frame go beside it
+  setText($("etcd-summary"), (e.available ? "etcd answers" : "etcd unavailable") + "; " +
+    leader + "; " + quorum + "; " + d.self + "'s " + lease);
+  setText($("etcd-detail"), (e.lease_valid && !e.fenced ? ms(e.lease_left_ms) + " left on the lease" : "") +
+    (e.read_ms_ago === null ? "" : " (read " + ms(e.read_ms_ago) + " ago)"));
   fillBody("etcd-members", e.members.length ? e.members.map((m) => el("tr", { "data-member": m.name },
     el("th", { scope: "row" }, m.name), el("td", {}, m.endpoint),
     el("td", { class: "health" }, badge(m.healthy ? "healthy" : (m.answers ? "unhealthy" : "no answer"),
@@ -256,18 +302,18 @@ function renderFailovers(d) {
 }
 
 function renderEvents(d) {
-  $("events-node").textContent = d.self;
+  setText($("events-node"), d.self);
   const items = [...d.events].reverse().map((e) => el("li", {}, el("time", {}, e.time), e.message));
-  $("events").replaceChildren(...items);
+  patch($("events"), items);
 }
 
 function render(d) {
-  doc = d;
-  $("cluster").textContent = "cluster " + d.cluster;
-  $("seen-by").textContent = d.self;
+  setText($("cluster"), "cluster " + d.cluster);
+  setText($("seen-by"), d.self);
   const updated = $("updated");
-  updated.textContent = d.time;
-  updated.setAttribute("datetime", new Date(d.t * 1000).toISOString());
+  setText(updated, d.time);
+  const iso = new Date(d.t * 1000).toISOString();
+  if (updated.getAttribute("datetime") !== iso) updated.setAttribute("datetime", iso);
   renderLbs(d);
   renderVips(d);
   renderEtcd(d);
@@ -279,8 +325,26 @@ function render(d) {
 // ------------------------------------------------------------------ the stream
 function setLink(text, kind) {
   const b = $("link");
-  b.textContent = text;
-  b.className = "badge " + kind;
+  setText(b, text);
+  if (b.className !== "badge " + kind) b.className = "badge " + kind;
+}
+
+// ------------------------------------------------------------------ pausing (WCAG 2.2.2)
+function showPause() {
+  const b = $("pause");
+  b.setAttribute("aria-pressed", String(paused));
+  setText(b, paused ? "Resume updates" : "Pause updates");
+  setText($("pause-state"), paused
+    ? "Paused: the page shows the cluster as it was; " + held + " update" + (held === 1 ? "" : "s") +
+      " held back. Resume to see the latest."
+    : "");
+}
+
+function togglePause() {
+  paused = !paused;
+  if (!paused && doc) render(doc);
+  held = 0;
+  showPause();
 }
 
 function connect() {
@@ -294,7 +358,8 @@ function connect() {
     try { d = JSON.parse(ev.data); } catch (e) { return; }
     if (d.error) { setLink("agent error: " + d.error, "bad"); return; }
     setLink("live", "ok");
-    render(d);
+    doc = d;
+    if (paused) { held += 1; showPause(); } else render(d);
   };
   source.onerror = () => {
     setLink("reconnecting…", "warn");
@@ -311,6 +376,9 @@ function watchdog() {
 
 document.addEventListener("DOMContentLoaded", () => {
   setupToken();
+  document.addEventListener("click", onButton);
+  $("pause").addEventListener("click", togglePause);
+  showPause();
   connect();
   setInterval(watchdog, 1000);
 });
