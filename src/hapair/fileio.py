@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from hapair.errors import UsageError
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
@@ -22,3 +27,21 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive_lock(path: Path, refusal: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600 when missing) for the duration;
+    the kernel drops it when the process ends, so a killed holder leaves no stale lock.
+
+    :raises UsageError: another process holds it; ``refusal`` is the message.
+    """
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(refusal) from None
+        yield
+    finally:
+        os.close(fd)

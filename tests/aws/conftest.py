@@ -43,6 +43,7 @@ def moto_url(moto_tls: tuple[Path, Path]) -> Iterator[str]:
     """The local moto server's URL: HTTPS on loopback only."""
     motofix.honour_private_ip()
     motofix.evaluate_bucket_policies()
+    motofix.print_cloud_init()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = motofix.TlsMotoServer(*moto_tls)
     server.start()

@@ -13,6 +13,10 @@ class FakeHaproxy:
     def __init__(self, path: Path) -> None:
         self.path, self.pid, self.commands = path, 100, []
         self.servers: dict[str, str] = {}
+        self.sessions: dict[str, int] = {}  # server -> current sessions (show stat's scur)
+        self.certs: dict[str, str] = {}  # loaded certificate path -> PEM (show ssl cert)
+        self.pending: dict[str, str] = {}  # open `set ssl cert` transactions
+        self.refuse_cert = ""  # when set: `set ssl cert` answers this error
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(8)
@@ -38,9 +42,25 @@ class FakeHaproxy:
                 f"3 web {i} {n}\n" for i, n in enumerate(self.servers, 1)
             )
         if cmd == "show stat":
-            rows = "".join(f"web,{n},0,UP,L7OK\n" for n in self.servers)
+            rows = "".join(f"web,{n},{self.sessions.get(n, 0)},UP,L7OK\n" for n in self.servers)
             return "# pxname,svname,scur,status,check_status\n" + rows
+        if cmd == "show ssl cert":
+            return "# filename\n" + "".join(f"{p}\n" for p in self.certs)
         words = cmd.split()
+        if words[:3] == ["set", "ssl", "cert"]:
+            path, pem = words[3], cmd.split("<<\n", 1)[1]
+            if self.refuse_cert or path not in self.certs:
+                return f"{self.refuse_cert or 'unknown certificate'}\n"
+            self.pending[path] = pem
+            return f"Transaction created for certificate {path}!\n"
+        if words[:3] == ["commit", "ssl", "cert"]:
+            if words[3] not in self.pending:
+                return "No ongoing transaction!\n"
+            self.certs[words[3]] = self.pending.pop(words[3])
+            return f"Committing {words[3]}\nSuccess!\n"
+        if words[:3] == ["abort", "ssl", "cert"]:
+            self.pending.pop(words[3], None)
+            return f"Transaction aborted for certificate '{words[3]}'!\n"
         if words[:2] == ["add", "server"]:
             self.servers[words[2].split("/")[1]] = "ready"
             return "New server registered.\n"

@@ -11,6 +11,9 @@ depends on it, and what they read from it. Loopback only.
   so every statement with a condition denies everything. Evaluate it as IAM does
   (:func:`policy_decision`) with the request's ``aws:SecureTransport`` (its scheme) and
   ``aws:PrincipalArn`` (the role of assumed-role credentials, else an IAM user).
+- :func:`print_cloud_init`: moto's GetConsoleOutput prints one fixed kernel log, with no
+  cloud-init line; a booted instance's console ends with cloud-init's "finished" line, which
+  ``apply`` waits for. :data:`console` says what each instance prints (tests replace it).
 - :data:`EIP_LOG`: every AssociateAddress and DisassociateAddress the server handles, with
   the state of every EIP right after it, and an optional latency per call (:data:`LATENCY`).
 """
@@ -23,8 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
 from moto.ec2.models.elastic_ip_addresses import ElasticAddress
 from moto.ec2.responses.elastic_ip_addresses import ElasticIPAddresses
+from moto.ec2.responses.general import General
+from moto.ec2.utils import Base64EncodedString
 from moto.iam.access_control import PermissionResult
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
@@ -52,6 +59,37 @@ EIP_LOG: list[dict[str, Any]] = []
 #: Seconds each AssociateAddress / DescribeAddresses handled by the server takes (API latency).
 LATENCY: dict[str, float] = {"AssociateAddress": 0.0, "DescribeAddresses": 0.0}
 _LOCK = threading.Lock()
+
+CLOUD_INIT_RUNNING = "Cloud-init v. 22.4.2 running 'modules:final' at Tue, 24 Nov 2026 17:00:00"
+CLOUD_INIT_DONE = (
+    f"{CLOUD_INIT_RUNNING}\nCloud-init v. 22.4.2 finished at Tue, 24 Nov 2026 17:01:00 +0000. "
+    "Datasource DataSourceEc2Local.  Up 61.20 seconds\n"
+)
+
+
+def console(instance_id: str) -> str:
+    """What instance ``instance_id`` prints on its console: a finished cloud-init."""
+    return CLOUD_INIT_DONE
+
+
+def print_cloud_init() -> None:
+    """GetConsoleOutput answers :data:`console` of the instance (looked up at each call)."""
+    if getattr(General, "_hapair_patched", False):
+        return
+
+    def get_console_output(self: Any) -> ActionResult:
+        instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+        text = globals()["console"](instance.id)
+        return ActionResult(
+            {
+                "InstanceId": instance.id,
+                "Timestamp": utcnow(),
+                "Output": Base64EncodedString.from_raw_string(text),
+            }
+        )
+
+    General.get_console_output = get_console_output  # type: ignore[method-assign]
+    General._hapair_patched = True  # type: ignore[attr-defined]
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,96 @@ def test_down_and_status_take_the_region_from_the_spec(
     assert f"{cluster_name}: nothing to remove in eu-west-3" in again.stdout
     gone = _cli("secrets", "rotate", "--spec", str(spec))
     assert gone.returncode == 2 and "run `hapair up` first" in gone.stderr
+
+
+def in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str]:
+    """``hapair ARGS`` in this process, through the CLI's error funnel: (exit status, stderr)."""
+    from hapair.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["hapair", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    return int(done.value.code or 0), capsys.readouterr().err
+
+
+def test_scale_takes_the_platform_and_the_cluster_from_the_spec(
+    ami: str,
+    cluster_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from contextlib import contextmanager
+
+    from hapair.errors import UsageError
+    from hapair.platforms.lab.day2 import target
+
+    # ./hapair.toml says aws, no --spec: scale plans on AWS (this cluster has no LB there).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hapair.toml").write_text(
+        f'[cluster]\nname = "{cluster_name}"\nplatform = "aws"\n[aws]\nami = "{ami}"\n'
+    )
+    assert in_process(monkeypatch, capsys, "scale", "--web", "3", "--dry-run") == (
+        2,
+        f"error: apply: lb1, lb2 of cluster {cluster_name} has no instance in us-east-1: "
+        "run `hapair up` first (apply changes a running cluster; it never creates or "
+        "replaces LBs)\n",
+    )
+    # A size the spec refuses, on aws too: exit 2, naming the field.
+    code, err = in_process(monkeypatch, capsys, "scale", "--web", "0", "--dry-run")
+    assert code == 2 and err.startswith("error: web.size: "), err
+
+    # A lab spec given with --spec names the lab scale opens (and --name overrides it).
+    opened: list[str] = []
+
+    @contextmanager
+    def no_lab(name: str) -> Any:
+        opened.append(name)
+        raise UsageError(f"no lab {name} here")
+        yield
+
+    monkeypatch.setattr(target, "open_lab", no_lab)
+    other = tmp_path / "other.toml"
+    other.write_text('[cluster]\nname = "fromspec"\nplatform = "lab"\n')
+    scale = ("scale", "--web", "3", "--spec", str(other))
+    assert in_process(monkeypatch, capsys, *scale) == (2, "error: no lab fromspec here\n")
+    assert in_process(monkeypatch, capsys, *scale, "--name", "given")[0] == 2
+    assert opened == ["fromspec", "given"]
+
+
+def test_one_apply_at_a_time_per_cluster(
+    ami: str,
+    cluster_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from hapair.errors import UsageError
+    from hapair.platforms.aws.applylock import apply_lock, lock_path
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    held = tmp_path / "state" / "hapair" / "aws" / f"{cluster_name}-us-east-1.lock"
+    assert lock_path(cluster_name, "us-east-1") == held
+    spec = tmp_path / "hapair.toml"
+    spec.write_text(f'[cluster]\nname = "{cluster_name}"\nplatform = "aws"\n[aws]\nami = "{ami}"\n')
+    with apply_lock(cluster_name, "us-east-1"):
+        for args in (("apply",), ("scale", "--web", "2")):
+            assert in_process(monkeypatch, capsys, *args, "--spec", str(spec)) == (
+                2,
+                f"error: another apply or scale is running on cluster {cluster_name} in "
+                f"us-east-1 (it holds {held}); wait until it ends, then run this again\n",
+            )
+        # Another cluster, or the same one in another region, is not held.
+        with apply_lock("other", "us-east-1"), apply_lock(cluster_name, "eu-west-3"):
+            pass
+        # A dry run only reads: not refused (this cluster has no LB: `up` first).
+        code, err = in_process(monkeypatch, capsys, "apply", "--spec", str(spec), "--dry-run")
+        assert code == 2 and "run `hapair up` first" in err
+    # Released at the end of the run (and by the kernel if the process dies).
+    code, err = in_process(monkeypatch, capsys, "apply", "--spec", str(spec))
+    assert code == 2 and "run `hapair up` first" in err
+    refused = pytest.raises(UsageError, match="another apply or scale")
+    with apply_lock("a", "r"), refused, apply_lock("a", "r"):
+        pass

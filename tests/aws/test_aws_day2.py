@@ -9,22 +9,27 @@ import json
 import subprocess
 import sys
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.exceptions import ClientError
+from tests.aws import motofix
 from tests.aws.conftest import REGION, aws_plan, flt
 from tests.aws.fakehaproxy import FakeHaproxy
 from tests.aws.test_aws_iam import lb_session
 
 from hapair.day2.desired import decode
 from hapair.day2.follow import Schedule
-from hapair.plan import make_plan
+from hapair.errors import OperationError, UsageError
+from hapair.plan import Plan, make_plan
 from hapair.platforms.aws import AwsPlatform, desired
 from hapair.platforms.aws.day2 import plan_apply, run_apply
 from hapair.platforms.aws.follower import Follower, FollowerConfig
 from hapair.platforms.aws.layout import make_layout
+from hapair.render.haproxy import check_haproxy
 from hapair.spec import parse
 
 HAPAIR = str(Path(sys.executable).parent / "hapair")
@@ -82,7 +87,8 @@ def test_apply_adds_and_removes_web_instances_and_the_document_follows(
     def wait(seconds: float) -> None:
         seen["servers"], seen["version"] = stored(c)
         seen["running"] = running_webs(ec2, c)
-        seen["seconds"] = seconds
+        seen["seconds"] = seen.get("seconds", 0) + seconds  # LBs that never acknowledge:
+        # one poll interval, then the drain timeout (the fixed wait of before)
 
     plan2 = aws_plan(c, ami, size=2)
     ap = plan_apply(platform, plan2)
@@ -100,6 +106,145 @@ def test_apply_adds_and_removes_web_instances_and_the_document_follows(
     # The same spec again: nothing to change, no new version.
     again = plan_apply(platform, plan2)
     assert again.empty
+    platform.down(c)
+
+
+def lb_ingress(ec2: Any, cluster: str) -> set[tuple[int, str]]:
+    """(from port, CIDR) of every CIDR rule of the cluster's LB security group."""
+    res = ec2.describe_security_groups(
+        Filters=[*flt(cluster), {"Name": "tag:Name", "Values": [f"{cluster}-lb-sg"]}]
+    )
+    (group,) = res["SecurityGroups"]
+    return {
+        (perm.get("FromPort", -1), r["CidrIp"])
+        for perm in group["IpPermissions"]
+        for r in perm.get("IpRanges", [])
+    }
+
+
+def with_changes(plan: Plan, section: str, **fields: Any) -> Plan:
+    """``plan`` with ``fields`` of ``section`` changed."""
+    data = plan.spec.model_dump(mode="python")
+    data[section].update(fields)
+    return make_plan(parse(data))
+
+
+def test_apply_of_admin_cidrs_alone_changes_the_security_groups(
+    platform: AwsPlatform, ec2: Any, ami: str, cluster_name: str
+) -> None:
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=1))
+    assert (9022, "192.0.2.0/24") in lb_ingress(ec2, c)
+    new = with_changes(aws_plan(c, ami, size=1), "admin", cidrs=["198.51.100.0/24"])
+    ap = plan_apply(platform, new)
+    assert not ap.empty and not ap.add and not ap.remove and ap.follow.empty
+    text = "\n".join(ap.lines(30))
+    assert "nothing to change" not in text
+    assert (
+        f"1. security group {c}-lb-sg: allow tcp 9022-9023 from 198.51.100.0/24; "
+        "revoke tcp 9022-9023 from 192.0.2.0/24"
+    ) in text
+    _, version = stored(c)
+    assert run_apply(platform, new, ap, lambda s: None, 30, sleep=lambda s: None) == version
+    rules = lb_ingress(ec2, c)
+    assert (9022, "198.51.100.0/24") in rules and (9022, "192.0.2.0/24") not in rules
+    assert plan_apply(platform, new).empty
+    assert stored(c)[1] == version  # no new document: the LBs had nothing to do
+    platform.down(c)
+
+
+def test_a_config_haproxy_refuses_stops_apply_before_anything_changes(
+    platform: AwsPlatform, ec2: Any, ami: str, cluster_name: str
+) -> None:
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=2))
+    before = (stored(c), running_webs(ec2, c), lb_ingress(ec2, c))
+    checked: list[str] = []
+
+    def refused(text: str) -> None:  # the real haproxy -c, on a config it cannot accept
+        checked.append(text)
+        check_haproxy(text + "    no-such-keyword\n")
+
+    new = with_changes(aws_plan(c, ami, size=4), "admin", cidrs=["198.51.100.0/24"])
+    with pytest.raises(UsageError) as err:
+        plan_apply(platform, new, check=refused)
+    msg = str(err.value)
+    assert msg.startswith("apply: the haproxy.cfg lb1 would render from this spec is refused")
+    assert "nothing was changed" in msg and "no-such-keyword" in msg
+    assert len(checked) == 1 and "server web4 10.20.1.24:80" in checked[0]
+    assert (stored(c), running_webs(ec2, c), lb_ingress(ec2, c)) == before
+    # By default the real haproxy -c checks each LB's file (HTTPS with a stand-in certificate).
+    ap = plan_apply(platform, with_changes(new, "haproxy", https=True))
+    assert ap.checked == "haproxy -c accepts the haproxy.cfg of lb1, lb2"
+    assert "  check: haproxy -c accepts the haproxy.cfg of lb1, lb2" in ap.lines(30)
+    platform.down(c)
+
+
+def test_new_web_instances_are_published_only_once_they_serve(
+    platform: AwsPlatform, ami: str, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = cluster_name
+    platform.up(aws_plan(c, ami, size=1))
+    reads: Counter[str] = Counter()
+
+    def finishes_at_third_read(instance_id: str) -> str:
+        reads[instance_id] += 1
+        return motofix.CLOUD_INIT_DONE if reads[instance_id] >= 3 else motofix.CLOUD_INIT_RUNNING
+
+    monkeypatch.setattr(motofix, "console", finishes_at_third_read)
+    slept: list[tuple[float, int]] = []
+    said: list[str] = []
+    plan2 = aws_plan(c, ami, size=2)
+    ap = plan_apply(platform, plan2)
+    version = run_apply(
+        platform, plan2, ap, said.append, 30, sleep=lambda s: slept.append((s, stored(c)[1]))
+    )
+    assert list(reads.values()) == [3]  # web2's console, read until cloud-init was done
+    assert slept == [(10.0, 1), (10.0, 1)]  # no new version while web2 did not serve
+    assert version == 2 and [s[0] for s in stored(c)[0]] == ["web1", "web2"]
+    assert "web2 serves (cloud-init done, web app answers)" in said
+
+    # Never ready: a bounded wait, then a clear error; nothing published.
+    clock = [0.0]
+
+    def tick(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(motofix, "console", lambda i: motofix.CLOUD_INIT_RUNNING)
+    plan3 = aws_plan(c, ami, size=3)
+    ap = plan_apply(platform, plan3)
+    with pytest.raises(OperationError) as err:
+        run_apply(
+            platform,
+            plan3,
+            ap,
+            said.append,
+            30,
+            sleep=tick,
+            clock=lambda: clock[0],
+            ready_timeout=60,
+        )
+    assert str(err.value) == (
+        "new web instance(s) web3: not ready after 60 s:\n"
+        "  web3: cloud-init running modules:final\n"
+        "no LB sends them traffic yet; run `hapair apply` again once they serve, "
+        "or with a smaller web.size to remove them"
+    )
+    assert clock[0] == 60 and stored(c)[1] == 2
+
+    # Again: web3 runs but was never published, so it is waited for again, not published
+    # blindly. A failed cloud-init cannot get better: no waiting, the failure named.
+    failed = motofix.CLOUD_INIT_RUNNING + "\nFailed to run module scripts-user\n"
+    monkeypatch.setattr(motofix, "console", lambda i: failed)
+    again = plan_apply(platform, plan3)
+    assert again.add == () and [n for n, _ in again.unserved] == ["web3"]
+    assert "  1. wait until web3 (launched before, never published) serve" in again.lines(30)
+    with pytest.raises(OperationError, match="a cloud-init failed:\n  web3: cloud-init error"):
+        run_apply(platform, plan3, again, said.append, 30, sleep=tick, clock=lambda: clock[0])
+    assert clock[0] == 60 and stored(c)[1] == 2
+    monkeypatch.setattr(motofix, "console", lambda i: motofix.CLOUD_INIT_DONE)
+    assert run_apply(platform, plan3, again, said.append, 30, sleep=tick) == 3
+    assert [s[0] for s in stored(c)[0]] == ["web1", "web2", "web3"]
     platform.down(c)
 
 
@@ -124,7 +269,7 @@ def test_dry_run_and_an_invalid_spec_change_nothing(
     spec.write_text(base + '[web]\nsize = 4\n[admin]\ncidrs = ["192.0.2.0/24"]\n')
     dry = _cli("apply", "--spec", str(spec), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "launch web3, web4 and wait until they run" in dry.stdout
+    assert "launch web3, web4 and wait until they run and serve" in dry.stdout
     assert f"/hapair/{c}/desired in us-east-1: version 1" in dry.stdout
     scale = _cli("scale", "--web", "1", "--spec", str(spec), "--dry-run")
     assert scale.returncode == 0, scale.stderr

@@ -19,8 +19,10 @@ from tests.aws.test_aws_eip import Pair
 from hapair.agent.resources.aws_eip import AddressReader, AwsEip, Ec2Calls
 from hapair.errors import UsageError
 from hapair.platforms.aws import desired, secrets
+from hapair.platforms.aws.acks import Ack, TagAcknowledger
 from hapair.platforms.aws.follower import Follower, FollowerConfig
 from hapair.platforms.aws.iam import (
+    CROSS_SERVICE_KEYS,
     LB_CALLS,
     SAR,
     SAR_ARNS,
@@ -91,6 +93,7 @@ def test_policies_allow_exactly_the_calls_on_the_tables_resources(scope: Scope, 
                     if service in ("ec2", "ssm"):
                         assert f":{scope.region}:{scope.account}:" in arn
             allowed = set(row.keys) | {k for t in types for k in row.resources[t]}
+            allowed |= set(CROSS_SERVICE_KEYS)
             for pairs in st.get("Condition", {}).values():
                 for key in pairs:
                     assert key_allowed(key, allowed), f"{key} is not a condition key of {action}"
@@ -125,6 +128,20 @@ def test_eips_move_only_onto_this_clusters_lb_enis_and_secrets_stay_in_its_path(
     assert eip["Condition"] == {"StringEquals": {"aws:ResourceTag/hapair:cluster": "c1"}}
     tags = by_sid["MarkOnlyThisClustersEipsReleased"]
     assert tags["Condition"]["ForAllValues:StringEquals"] == {"aws:TagKeys": ["hapair:released"]}
+    ack = by_sid["AcknowledgeOnlyOnItsOwnInstance"]
+    assert ack["Action"] == ["ec2:CreateTags"]
+    assert ack["Resource"] == ["arn:aws:ec2:us-east-1:123456789012:instance/*"]
+    assert ack["Condition"] == {
+        "StringEquals": {
+            "aws:ResourceTag/hapair:cluster": "c1",
+            "aws:ResourceTag/hapair:role": "lb",
+        },
+        # the instance tagged is the one whose role credentials sign the call
+        "ArnEquals": {
+            "ec2:SourceInstanceARN": "arn:aws:ec2:us-east-1:123456789012:instance/${ec2:InstanceID}"
+        },
+        "ForAllValues:StringEquals": {"aws:TagKeys": ["hapair:applied"]},
+    }
     assert by_sid["ReadOnlyThisClustersSecrets"]["Resource"] == [
         "arn:aws:ssm:us-east-1:123456789012:parameter/hapair/c1/*"
     ]
@@ -206,6 +223,10 @@ def test_the_agent_and_the_node_sync_call_only_what_the_policy_allows(
     )
     follower._password = lambda: None  # type: ignore[method-assign]  # no file: refused, fine
     assert "rejected" in follower.tick()
+    # Its acknowledgement: CreateTags on its own instance, found by its tags (no IMDS here).
+    TagAcknowledger(
+        Recorder(role.client("ec2", endpoint_url=aws_env), "ec2", seen), cluster_name, "lb1"
+    ).put(Ack(1))
     assert seen <= set(LB_CALLS), seen - set(LB_CALLS)
     assert seen == set(LB_CALLS)  # and each of them is used
     platform.down(cluster_name)

@@ -18,6 +18,7 @@ import yaml
 from botocore.exceptions import ClientError
 from tests.aws.conftest import FAKE_BUNDLE, aws_plan, decode_user_data, flt
 
+from hapair.agent.config import AgentConfig
 from hapair.errors import CloudError
 from hapair.plan import make_plan
 from hapair.platforms.aws import AwsPlatform, nodes, userdata
@@ -95,6 +96,12 @@ def test_lb_and_web_user_data_from_up(
         for name in ("hapair-agent.service", "hapair-sync.service"):
             assert "StartLimitIntervalSec=0" in files[f"/etc/systemd/system/{name}"]
         assert "Restart=always" in unit
+        # The boot counter outlives the agent's restarts: not in /run/hapair (RuntimeDirectory,
+        # emptied at each stop) but in the StateDirectory systemd keeps.
+        assert agent["boot_file"] == "/var/lib/hapair/boot"
+        assert AgentConfig.model_validate(agent).boot_path() == Path("/var/lib/hapair/boot")
+        assert agent["api_socket"] == "/run/hapair/agent.sock"
+        assert "StateDirectory=hapair\n" in unit and "RuntimeDirectory=hapair\n" in unit
         assert "OnUnitActiveSec=60s" in files["/etc/systemd/system/hapair-sync.timer"]
         assert files[userdata.S3GET] == userdata.S3GET_SOURCE.read_text()
         cmds = commands(doc)
@@ -116,6 +123,9 @@ def test_lb_and_web_user_data_from_up(
     assert "-m hapair.webapp --node web2 --address 10.20.1.22 --port 80" in unit
     assert "StartLimitIntervalSec=0" in unit and "cluster.key" not in web
     assert "systemctl enable --now hapair-webapp.service" in commands(doc)
+    # cloud-init is done only once the web app answers (what `apply` waits for).
+    assert commands(doc)[-1] == userdata.WEB_READY
+    assert files[userdata.WEB_READY] == userdata.web_ready_script("10.20.1.22", 80)
     assert any(FAKE_BUNDLE.wheel_key in c for c in commands(doc))
 
     # A replaced LB gets the same configuration (its secrets come from SSM, not from user data).
@@ -336,3 +346,37 @@ def test_lbs_load_the_silence_rule_before_haproxy_and_webs_do_not(tmp_path: Path
         path.write_text(rules)
         check = subprocess.run(["nft", "-c", "-f", str(path)], capture_output=True, text=True)
         assert check.returncode == 0, check.stderr
+
+
+def test_the_web_ready_step_ends_once_the_web_app_answers(tmp_path: Path) -> None:
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    def run(port: int, tries: int) -> subprocess.CompletedProcess[str]:
+        text = userdata.web_ready_script("127.0.0.1", port, tries)
+        script = tmp_path / "ready"
+        script.write_text(text.replace(f"{userdata.VENV}/bin/python", sys.executable))
+        return subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=60)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert run(server.server_address[1], 3).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    done = run(free, 2)
+    assert done.returncode == 1
+    assert done.stderr == f"hapair: the web app does not answer http://127.0.0.1:{free}/health\n"

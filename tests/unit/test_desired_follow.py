@@ -8,11 +8,13 @@ import ipaddress
 import json
 import random
 import zlib
+from dataclasses import replace
 
 import pytest
 
 from hapair.day2.desired import (
     MAX_VALUE,
+    CertRef,
     DocumentError,
     Server,
     decode,
@@ -49,6 +51,20 @@ def test_round_trip_and_no_secret() -> None:
     assert d.digest() == decode(value, "c1").digest()
 
 
+def test_a_certificate_and_restart_generations_make_it_schema_2() -> None:
+    plain = doc(webs(2))
+    assert plain.to_json()["schema"] == 1 and "cert" not in plain.to_json()
+    ops = replace(plain, cert=CertRef(3, "ab" * 32), restarts={"lb1": 2})
+    obj = json.loads(encode(ops))
+    assert obj["schema"] == 2 and obj["cert"] == {"version": 3, "sha256": "ab" * 32}
+    assert obj["restart"] == {"lb1": 2} and "BEGIN" not in encode(ops)
+    back = decode(encode(ops), "c1")
+    assert back == ops and back.restart_generation("lb1") == 2
+    assert back.restart_generation("lb2") == 0
+    # Neither is HAProxy's business: nothing for decide() to do, and the same configuration.
+    assert decide(plain, ops).empty and ops.same_config(plain) and ops != plain
+
+
 def test_a_large_document_is_compressed_and_still_fits() -> None:
     d = doc(webs(250))
     value = encode(d)
@@ -60,7 +76,13 @@ def test_a_large_document_is_compressed_and_still_fits() -> None:
     ("mutate", "field"),
     [
         (lambda o: o.update(cluster="other"), "cluster: 'other' is not this LB's cluster"),
-        (lambda o: o.update(schema=2), "schema: 2 is not 1"),
+        (lambda o: o.update(schema=3), "schema: 3 is not 1 or 2"),
+        (lambda o: o.update(restart={"lb1": 1}), "restart: only in schema 2"),
+        (lambda o: o.update(schema=2, cert={"version": 0, "sha256": "0" * 64}), "cert.version"),
+        (lambda o: o.update(schema=2, cert={"version": 1, "sha256": "x"}), "cert.sha256"),
+        (lambda o: o.update(schema=2, cert={"version": 1}), "cert: must be"),
+        (lambda o: o.update(schema=2, restart={"lb1": 0}), "restart.lb1: 0 is not"),
+        (lambda o: o.update(schema=2, restart={"lb;1": 1}), "restart: 'lb;1' is not"),
         (lambda o: o.update(extra=1), "extra: unknown field"),
         (lambda o: o.pop("servers"), "servers: required"),
         (lambda o: o["haproxy"].update(balance="random"), "haproxy.balance"),

@@ -8,6 +8,7 @@ Each shows its plan first, then says what it does as it goes. The error funnel o
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -59,20 +60,22 @@ def scale(
 ) -> None:
     """Add or remove web nodes while both HAProxies serve: new servers join through the runtime
     API (no reload), removed ones are drained first. On aws: `apply` of the spec with this web
-    size (the spec says how to launch web instances)."""
-    if platform == "aws" or (platform is None and spec is not None):
-        from hapair.cli.main import load_spec
+    size (the spec says how to launch web instances). The platform and the cluster come from
+    the spec (--spec, else ./hapair.toml) with the --platform and --name overrides, as `apply`."""
+    from hapair.cli.main import load_spec
+    from hapair.spec import with_overrides
 
-        s = load_spec(spec, name, web_size=web, platform=platform)
-        if s.cluster.platform == "aws":
-            _apply_aws(s, dry_run, drain_timeout, f"hapair scale {s.cluster.name}: web {web}")
-            return
+    s = load_spec(spec, name, platform=platform)
+    if s.cluster.platform == "aws":
+        s = with_overrides(s, web_size=web)  # a size out of range: exit 2, nothing touched
+        _apply_aws(s, dry_run, drain_timeout, f"hapair scale {s.cluster.name}: web {web}")
+        return
     from hapair.day2.changes import ScalePlan
     from hapair.platforms.lab.day2.scale import resized
     from hapair.platforms.lab.day2.scale import scale as run_scale
     from hapair.platforms.lab.day2.target import open_lab
 
-    with open_lab(_name(name)) as t:
+    with open_lab(s.cluster.name) as t:
         resized(t.plan.spec, web)  # a size out of range is a spec error: exit 2
         sp = ScalePlan(t.plan.spec.web.size, web)
         typer.echo(f"hapair scale {t.name}: web {sp.old} -> {sp.new}")
@@ -117,37 +120,60 @@ def apply(
 
 def _apply_aws(new: Any, dry_run: bool, drain_timeout: float, title: str) -> None:
     """``apply`` on AWS: show the plan, then publish the desired document the LBs follow
-    (:mod:`hapair.platforms.aws.day2`)."""
+    (:mod:`hapair.platforms.aws.day2`); one run at a time per cluster (:mod:`.applylock`)."""
     from hapair.cli.main import aws_platform
     from hapair.plan import make_plan
+    from hapair.platforms.aws.applylock import apply_lock
     from hapair.platforms.aws.day2 import plan_apply, run_apply
 
     platform = aws_platform(new)
     plan = make_plan(new)
-    p = plan_apply(platform, plan)
-    typer.echo(title)
-    for line in p.lines(drain_timeout):
-        typer.echo(f"  {line}")
-    if dry_run or p.empty:
-        return
-    t0 = time.monotonic()
-    version = run_apply(platform, plan, p, _say, drain_timeout)
+    region = platform.aws(new.aws.region or None).region
+    # A dry run only reads: it may look while another run changes the cluster.
+    with nullcontext() if dry_run else apply_lock(plan.name, region):
+        p = plan_apply(platform, plan)
+        typer.echo(title)
+        for line in p.lines(drain_timeout):
+            typer.echo(f"  {line}")
+        if dry_run or p.empty:
+            return
+        t0 = time.monotonic()
+        version = run_apply(platform, plan, p, _say, drain_timeout)
     typer.echo(f"applied in {time.monotonic() - t0:.1f} s: desired document version {version}")
+
+
+def _aws_spec(name: str | None, platform: str | None, spec: Path | None) -> Any:
+    """The spec when a command is for AWS (``--platform aws``, or the spec's platform: --spec,
+    else ./hapair.toml), else None (the lab, as before: no spec read unless there is one)."""
+    from hapair.cli.main import DEFAULT_SPEC, load_spec
+
+    if platform == "lab" or (platform is None and spec is None and not DEFAULT_SPEC.is_file()):
+        return None
+    s = load_spec(spec, name, platform=platform)
+    return s if s.cluster.platform == "aws" else None
 
 
 def restart(
     node: Annotated[str | None, typer.Argument(help="lb1, lb2 (lb3.. with N LBs).")] = None,
     rolling: Annotated[bool, typer.Option("--rolling", help="Every LB, one at a time.")] = False,
     name: NameOpt = None,
+    platform: PlatformOpt = None,
+    spec: SpecOpt = None,
 ) -> None:
     """Restart HAProxy and the agent of an LB (or every LB, one at a time) with its VIPs moved
-    to the other LB(s) first: standby, restart, healthy, online, VIPs back."""
+    to the other LB(s) first: standby, restart, healthy, online, VIPs back. On aws: through the
+    desired document each LB follows (no SSH), watched on the EIPs and the LBs'
+    acknowledgements."""
+    if (node is None) == (not rolling):
+        raise UsageError("restart: give lb1 or lb2, or --rolling (every LB, one at a time)")
+    s = _aws_spec(name, platform, spec)
+    if s is not None:
+        _restart_aws(s, node, rolling)
+        return
     from hapair.platforms.lab.day2.restart import restart_lb
     from hapair.platforms.lab.day2.target import open_lab
 
-    if (node is None) == (not rolling):
-        raise UsageError("restart: give lb1 or lb2, or --rolling (every LB, one at a time)")
-    with open_lab(_name(name)) as t:
+    with open_lab(_name(name, spec)) as t:
         lbs = [lb.name for lb in t.plan.lbs] if rolling else [node or ""]
         if lbs[0] not in {lb.name for lb in t.plan.lbs}:
             raise UsageError(f"restart: {lbs[0]} is not a load balancer (use {t.plan.lb_hint})")
@@ -156,6 +182,21 @@ def restart(
         for lb in lbs:
             restart_lb(t, lb, _say)
         typer.echo(f"done in {time.monotonic() - t0:.1f} s")
+
+
+def _restart_aws(s: Any, node: str | None, rolling: bool) -> None:
+    from hapair.cli.main import aws_platform
+    from hapair.plan import make_plan
+    from hapair.platforms.aws.day2ops import restart as restart_aws
+
+    plan = make_plan(s)
+    lbs = [lb.name for lb in plan.lbs] if rolling else [node or ""]
+    if lbs[0] not in {lb.name for lb in plan.lbs}:
+        raise UsageError(f"restart: {lbs[0]} is not a load balancer (use {plan.lb_hint})")
+    typer.echo(f"hapair restart {plan.name} (aws): {' then '.join(lbs)}")
+    t0 = time.monotonic()
+    restart_aws(aws_platform(s).aws(), plan, lbs, _say)
+    typer.echo(f"done in {time.monotonic() - t0:.1f} s")
 
 
 @cert_app.command("rotate")
@@ -168,18 +209,33 @@ def cert_rotate(
         ),
     ] = None,
     name: NameOpt = None,
+    platform: PlatformOpt = None,
+    spec: SpecOpt = None,
 ) -> None:
-    """Put a new certificate live on both LBs through the runtime API, without a reload."""
-    from hapair.platforms.lab.day2.cert import rotate
-    from hapair.platforms.lab.day2.target import open_lab
-
+    """Put a new certificate live on both LBs through the runtime API, without a reload. On
+    aws: the PEM goes to SSM (SecureString) and each LB's follower puts it live."""
     pem = None
     if cert is not None:
         try:
             pem = cert.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"--cert: cannot read {cert}: {exc}") from None
-    with open_lab(_name(name)) as t:
+    s = _aws_spec(name, platform, spec)
+    if s is not None:
+        from hapair.cli.main import aws_platform
+        from hapair.plan import make_plan
+        from hapair.platforms.aws.day2ops import cert_rotate as rotate_aws
+
+        plan = make_plan(s)
+        typer.echo(f"hapair cert rotate {plan.name} (aws)")
+        t0 = time.monotonic()
+        version = rotate_aws(aws_platform(s).aws(), plan, pem, _say)
+        typer.echo(f"done in {time.monotonic() - t0:.1f} s: desired document version {version}")
+        return
+    from hapair.platforms.lab.day2.cert import rotate
+    from hapair.platforms.lab.day2.target import open_lab
+
+    with open_lab(_name(name, spec)) as t:
         typer.echo(f"hapair cert rotate {t.name}")
         t0 = time.monotonic()
         rotate(t, pem, _say)

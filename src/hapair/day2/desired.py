@@ -1,11 +1,11 @@
 """The desired-configuration document an AWS cluster's LBs follow. Pure.
 
-``hapair up``/``apply``/``scale`` publish it to SSM Parameter Store
+``hapair up``/``apply``/``scale``/``restart``/``cert rotate`` publish it to SSM Parameter Store
 (``/hapair/<cluster>/desired``, standard tier, versioned: every put is a new version); each
 LB's follower (:mod:`hapair.platforms.aws.follower`) polls the version, and on a new one
 decodes and validates the document here, renders its haproxy.cfg and applies the difference
 (:mod:`hapair.day2.follow`). It carries **no secret**: the stats password and the certificate
-stay where they are (SSM SecureString, the LB's disk).
+are SSM SecureStrings (the document names the certificate's version and digest, not its PEM).
 
 Schema 1, compact JSON with sorted keys::
 
@@ -14,6 +14,16 @@ Schema 1, compact JSON with sorted keys::
      "web_port": 80,
      "servers": [["web1", "10.20.1.21", "ready"], ["web3", "10.20.1.23", "drain"]],
      "agent": {"interval_ms": 200, ...}}
+
+Schema 2 adds two optional fields, written only when set (a document without them stays
+schema 1, so an LB of an older hapair keeps following it; one with them says "upgrade" to such
+an LB instead of being half understood):
+
+- ``"cert": {"version": 3, "sha256": "<64 hex>"}``: the certificate the LBs serve, by
+  reference: version 3 of the SecureString ``/hapair/<cluster>/cert`` and the SHA-256 of its
+  PEM (never the PEM: the document is not a secret);
+- ``"restart": {"lb1": 2}``: per LB, a restart generation; an LB whose generation goes up
+  restarts its HAProxy and agent once (``hapair restart``).
 
 A standard-tier parameter holds 4096 characters; a document longer than that is published
 as ``z1:`` + base64(zlib(json)) (250 servers fit), and decoding refuses anything larger than
@@ -30,7 +40,7 @@ import json
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,6 +49,8 @@ from hapair.errors import HapairError
 from hapair.spec import HaproxySpec, HaSpec, format_errors
 
 SCHEMA = 1
+#: The schema of a document that carries a certificate reference or restart generations.
+SCHEMA_OPS = 2
 #: SSM's standard tier: at most 4096 characters per value.
 MAX_VALUE = 4096
 #: The most a document may take once inflated (a bound against a zip bomb).
@@ -61,6 +73,9 @@ AGENT_TIMINGS = (
 )
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEYS = {"schema", "cluster", "haproxy", "web_port", "servers", "agent"}
+#: Optional fields of schema 2.
+_OPS_KEYS = {"cert", "restart"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class DocumentError(HapairError, ValueError):
@@ -78,6 +93,15 @@ class Server:
 
 
 @dataclass(frozen=True)
+class CertRef:
+    """The certificate the LBs serve: ``version`` of the cluster's ``cert`` SecureString,
+    whose PEM has SHA-256 ``sha256`` (an LB checks the PEM it fetches against it)."""
+
+    version: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class DesiredDoc:
     """A validated desired document.
 
@@ -86,6 +110,8 @@ class DesiredDoc:
     :ivar web_port: the web servers' port.
     :ivar servers: the backend's servers, in order.
     :ivar agent: the agent timings, by agent.toml name.
+    :ivar cert: the certificate to serve (None: the document says nothing about it).
+    :ivar restarts: LB -> restart generation (an LB absent is at 0).
     """
 
     cluster: str
@@ -93,6 +119,8 @@ class DesiredDoc:
     web_port: int
     servers: tuple[Server, ...]
     agent: Mapping[str, int]
+    cert: CertRef | None = None
+    restarts: Mapping[str, int] = field(default_factory=dict)
 
     def server(self, name: str) -> Server | None:
         """The server called ``name``, if listed."""
@@ -101,7 +129,7 @@ class DesiredDoc:
     def to_json(self) -> dict[str, Any]:
         """As the JSON object that is published."""
         h = self.haproxy.model_dump(mode="json", exclude=set(HAPROXY_EXCLUDED))
-        return {
+        out: dict[str, Any] = {
             "schema": SCHEMA,
             "cluster": self.cluster,
             "haproxy": h,
@@ -109,6 +137,24 @@ class DesiredDoc:
             "servers": [[s.name, s.address, s.state] for s in self.servers],
             "agent": dict(sorted(self.agent.items())),
         }
+        if self.cert is not None:
+            out["cert"] = {"version": self.cert.version, "sha256": self.cert.sha256}
+        if self.restarts:
+            out["restart"] = dict(sorted(self.restarts.items()))
+        if self.cert is not None or self.restarts:
+            out["schema"] = SCHEMA_OPS
+        return out
+
+    def restart_generation(self, node: str) -> int:
+        """LB ``node``'s restart generation (0: never asked to restart)."""
+        return int(self.restarts.get(node, 0))
+
+    def same_config(self, other: DesiredDoc | None) -> bool:
+        """Whether ``other`` asks the same of HAProxy and the agents (the certificate and the
+        restart generations left aside)."""
+        return other is not None and replace(self, cert=None, restarts={}) == replace(
+            other, cert=None, restarts={}
+        )
 
     def digest(self) -> str:
         """16 hex digits of the SHA-256 of the document (the same content, the same digest)."""
@@ -188,12 +234,17 @@ def parse_document(obj: object, cluster: str) -> DesiredDoc:
     """
     if not isinstance(obj, dict):
         raise DocumentError("document: must be a JSON object")
-    problems = [f"{k}: unknown field" for k in sorted(set(obj) - _KEYS)]
+    problems = [f"{k}: unknown field" for k in sorted(set(obj) - _KEYS - _OPS_KEYS)]
     problems += [f"{k}: required" for k in sorted(_KEYS - set(obj))]
     if problems:
         raise DocumentError("\n".join(problems))
-    if obj["schema"] != SCHEMA:
-        problems.append(f"schema: {obj['schema']!r} is not {SCHEMA} (upgrade hapair on the LB)")
+    schema = obj["schema"]
+    if schema not in (SCHEMA, SCHEMA_OPS):
+        problems.append(
+            f"schema: {schema!r} is not {SCHEMA} or {SCHEMA_OPS} (upgrade hapair on the LB)"
+        )
+    elif schema == SCHEMA:
+        problems += [f"{k}: only in schema {SCHEMA_OPS}" for k in sorted(_OPS_KEYS & set(obj))]
     if obj["cluster"] != cluster:
         problems.append(f"cluster: {obj['cluster']!r} is not this LB's cluster {cluster!r}")
     h = _haproxy(obj["haproxy"], problems)
@@ -202,9 +253,42 @@ def parse_document(obj: object, cluster: str) -> DesiredDoc:
         problems.append(f"web_port: {port!r} is not a port (1..65535)")
     servers = _servers(obj["servers"], problems)
     agent = _agent(obj["agent"], problems)
+    cert = _cert(obj["cert"], problems) if "cert" in obj else None
+    restarts = _restarts(obj["restart"], problems) if "restart" in obj else {}
     if problems or h is None:
         raise DocumentError("\n".join(problems))
-    return DesiredDoc(cluster, h, int(port), servers, agent)
+    return DesiredDoc(cluster, h, int(port), servers, agent, cert, restarts)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _cert(data: object, problems: list[str]) -> CertRef | None:
+    if not isinstance(data, dict) or set(data) != {"version", "sha256"}:
+        problems.append('cert: must be {"version": N, "sha256": "<64 hex digits>"}')
+        return None
+    version, digest = data["version"], data["sha256"]
+    if not _count(version):
+        problems.append(f"cert.version: {version!r} is not a parameter version (1, 2, ...)")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        problems.append(f"cert.sha256: {digest!r} is not 64 lowercase hex digits")
+    return CertRef(version, digest) if not problems else None
+
+
+def _restarts(data: object, problems: list[str]) -> dict[str, int]:
+    if not isinstance(data, dict):
+        problems.append("restart: must be an object of LB -> generation")
+        return {}
+    out: dict[str, int] = {}
+    for node, gen in sorted(data.items()):
+        if not _NAME.fullmatch(node):
+            problems.append(f"restart: {node!r} is not a node name")
+        elif not _count(gen):
+            problems.append(f"restart.{node}: {gen!r} is not a generation (1, 2, ...)")
+        else:
+            out[node] = gen
+    return out
 
 
 def _haproxy(data: object, problems: list[str]) -> HaproxySpec | None:

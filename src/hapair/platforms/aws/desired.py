@@ -2,17 +2,19 @@
 
 ``/hapair/<cluster>/desired``: a standard-tier ``String`` parameter (not a secret: the
 document holds none, see :mod:`hapair.day2.desired`), tagged with the cluster, overwritten by
-each ``up``, ``apply`` and ``scale``; SSM numbers every put (the parameter's ``Version``), and
-the LBs' followers apply each new version once. ``down`` deletes it with the secrets (it lives
+each ``up``, ``apply``, ``scale``, ``restart`` and ``cert rotate``; SSM numbers every put (the
+parameter's ``Version``), and the LBs' followers apply each new version once and acknowledge
+it (:mod:`.acks`). ``down`` deletes it with the secrets (it lives
 under the same path).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from hapair.day2.desired import DesiredDoc, Server, decode, encode, make_document
+from hapair.day2.desired import DesiredDoc, DocumentError, Server, decode, encode, make_document
 from hapair.plan import Plan
 from hapair.platforms.aws.client import Aws, cluster_tags
 from hapair.platforms.aws.layout import AwsLayout
@@ -28,13 +30,22 @@ def parameter(cluster: str) -> str:
     return f"{secrets_path(cluster)}/{NAME}"
 
 
-def document(plan: Plan, layout: AwsLayout, drain: Iterable[Server] = ()) -> DesiredDoc:
+def document(
+    plan: Plan, layout: AwsLayout, drain: Iterable[Server] = (), keep: DesiredDoc | None = None
+) -> DesiredDoc:
     """The document for ``plan``: its [haproxy] settings, every web server of ``layout`` ready,
-    then ``drain`` (servers on their way out) in drain, and the agent timings AWS runs with."""
+    then ``drain`` (servers on their way out) in drain, and the agent timings AWS runs with.
+
+    :param keep: the running document, whose certificate reference and restart generations
+        carry over (they are not in the spec: ``cert rotate`` and ``restart`` set them).
+    """
     servers = [Server(w.name, w.private_ip) for w in layout.webs]
     servers += [Server(s.name, s.address, "drain") for s in drain]
     spec = plan.spec
-    return make_document(plan.name, spec.haproxy, spec.web.port, servers, effective_ha(spec))
+    doc = make_document(plan.name, spec.haproxy, spec.web.port, servers, effective_ha(spec))
+    if keep is None:
+        return doc
+    return replace(doc, cert=keep.cert, restarts=dict(keep.restarts))
 
 
 def publish(aws: Aws, cluster: str, doc: DesiredDoc) -> int:
@@ -78,3 +89,12 @@ def current(aws: Aws, cluster: str) -> tuple[DesiredDoc | None, int]:
         return None, 0
     p = res["Parameter"]
     return decode(str(p.get("Value", "")), cluster), int(p.get("Version", 0))
+
+
+def running(aws: Aws, cluster: str) -> DesiredDoc | None:
+    """The document the LBs follow now, or None (never published, or not a valid document:
+    then nothing of it can carry over)."""
+    try:
+        return current(aws, cluster)[0]
+    except DocumentError:
+        return None

@@ -25,8 +25,10 @@ from hapair.errors import UsageError
 
 TAG_CLUSTER = "hapair:cluster"
 TAG_ROLE = "hapair:role"
-#: The one tag the LBs may write: on an EIP they let go (see hapair.agent.resources.aws_eip).
+#: The tag the LBs may write on an EIP they let go (see hapair.agent.resources.aws_eip).
 TAG_RELEASED = "hapair:released"
+#: The tag an LB writes on its own instance: the desired version it applied (.acks).
+TAG_APPLIED = "hapair:applied"
 
 #: The instance-level condition keys of EC2's ``instance`` resource type for AssociateAddress.
 _EC2_INSTANCE_KEYS = (
@@ -110,6 +112,9 @@ SAR: dict[str, SarAction] = {
                 "ec2:PublicIpAddress",
                 "ec2:ResourceTag/${TagKey}",
             ),
+            "instance": tuple(
+                sorted(("aws:RequestTag/${TagKey}", "aws:TagKeys", *_EC2_INSTANCE_KEYS))
+            ),
         },
         keys=("ec2:CreateAction", "ec2:Region"),
     ),
@@ -165,6 +170,11 @@ SAR: dict[str, SarAction] = {
     ),
 }
 
+#: Cross-service condition keys (the IAM User Guide's "AWS global condition context keys":
+#: global keys with a service's prefix, in the request context of any service's action):
+#: ``ec2:SourceInstanceARN`` is the instance whose role credentials signed the request.
+CROSS_SERVICE_KEYS = ("ec2:SourceInstanceARN",)
+
 #: ARN formats of the resource types above, from the same pages' resource types tables.
 SAR_ARNS: dict[str, str] = {
     "ec2:elastic-ip": "arn:${Partition}:ec2:${Region}:${Account}:elastic-ip/${AllocationId}",
@@ -180,7 +190,8 @@ SAR_ARNS: dict[str, str] = {
 
 #: Every API call an LB instance makes with its role, as ``service:Operation``, and the IAM
 #: action that authorizes it: the aws_eip agent (EC2), the node sync (SSM, S3) and the
-#: desired-document follower (SSM GetParameter; EC2 DescribeInstances for the web watch).
+#: desired-document follower (SSM GetParameter, GetParameters for the certificate; EC2
+#: DescribeInstances for the web watch, CreateTags for its acknowledgement).
 LB_CALLS: dict[str, str] = {
     "ssm:GetParameter": "ssm:GetParameter",
     "ec2:AssociateAddress": "ec2:AssociateAddress",
@@ -272,7 +283,8 @@ def _artifacts(scope: Scope, *prefixes: str) -> list[str]:
 def lb_policy(scope: Scope) -> dict[str, Any]:
     """The LB role: read EIPs, its ENI and the web instances; move only this cluster's EIPs,
     only onto (and, for the compare-and-swap, off) this cluster's LB ENIs, mark them released
-    (one tag key, nothing else); read only this cluster's secrets; follow exactly its
+    (one tag key, nothing else); acknowledge a desired version on its own instance only (one
+    tag key); read only this cluster's secrets (the certificate among them); follow exactly its
     desired-document parameter; fetch the artifacts and the LBs' desired documents of older
     versions (bucket)."""
     region = {"StringEquals": {"ec2:Region": scope.region}}
@@ -317,6 +329,24 @@ def lb_policy(scope: Scope) -> dict[str, Any]:
                 "Condition": {
                     "StringEquals": cluster,
                     "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_RELEASED]},
+                },
+            },
+            {
+                "Sid": "AcknowledgeOnlyOnItsOwnInstance",
+                "Effect": "Allow",
+                "Action": ["ec2:CreateTags"],
+                "Resource": [scope.arn("ec2:instance", InstanceId="*")],
+                "Condition": {
+                    "StringEquals": lb,
+                    # The instance tagged is the one whose credentials sign the call:
+                    # ${ec2:InstanceID} is the tagged instance's id (a key of the instance
+                    # resource type, used as a policy variable).
+                    "ArnEquals": {
+                        "ec2:SourceInstanceARN": scope.arn(
+                            "ec2:instance", InstanceId="${ec2:InstanceID}"
+                        )
+                    },
+                    "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_APPLIED]},
                 },
             },
             {

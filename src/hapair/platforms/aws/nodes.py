@@ -109,6 +109,7 @@ def agent_toml(plan: Plan, layout: AwsLayout, node: str, where: Placement) -> st
             "peer_probe_address": peer.private_ip,
             "ping_nodes": list(spec.ha.ping_nodes) or [layout.gateway(me.subnet)],
             "aws_region": where.region,
+            "boot_file": userdata.BOOT_FILE,
             "vips": vips,
             **timings,
             **AWS_AGENT,

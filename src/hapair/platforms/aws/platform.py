@@ -9,7 +9,6 @@ keeps local state.
 
 from __future__ import annotations
 
-import base64
 import logging
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from hapair.errors import OperationError, UsageError
 from hapair.plan import Plan
 from hapair.platforms.aws import (
     artifacts,
+    certs,
     desired,
     instances,
     network,
@@ -35,7 +35,7 @@ from hapair.platforms.aws.client import Aws, Timing, make_session, tags_of
 from hapair.platforms.aws.cost import CostLine, estimate
 from hapair.platforms.aws.iam import Scope
 from hapair.platforms.aws.inventory import Inventory, discover
-from hapair.platforms.aws.layout import NodeLayout, make_layout
+from hapair.platforms.aws.layout import AwsLayout, NodeLayout, make_layout
 from hapair.platforms.aws.planner import Change, plan_changes
 from hapair.platforms.aws.prepare import TAG_REGION, Prepared, prepare
 from hapair.platforms.aws.readiness import (
@@ -47,6 +47,7 @@ from hapair.platforms.aws.readiness import (
     wait_until_serving,
 )
 from hapair.platforms.aws.status import cluster_status
+from hapair.platforms.aws.webready import console_of
 from hapair.platforms.base import Platform, Progress, no_progress
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class AwsPlatform(Platform):
                 nodes.desired(plan, layout, lb.name),
                 "application/json",
             )
-        desired.publish(aws, plan.name, desired.document(plan, layout))
+        publish_document(aws, plan, layout, progress)
         missing = [n for n in layout.nodes if inv.instance(n.name) is None]
         if missing:
             progress(f"launch {', '.join(n.name for n in missing)}")
@@ -222,17 +223,7 @@ class AwsPlatform(Platform):
         st = cluster_status(discover(aws, name))
         states = []
         for n in st["nodes"]:
-            console = ""
-            if n["state"] == "running":
-                res = aws.call(
-                    aws.ec2.get_console_output,
-                    f"instance {n['instance']}",
-                    ignore=("InvalidInstanceID.NotFound",),
-                    InstanceId=n["instance"],
-                    Latest=True,
-                )
-                raw = res.get("Output", "") if res else ""
-                console = base64.b64decode(raw).decode("utf-8", "replace") if raw else ""
+            console = console_of(aws, n["instance"]) if n["state"] == "running" else ""
             states.append(NodeState(n["name"], n["role"], n["state"], cloud_init_state(console)))
         vips = [VipState(v["name"], v["address"], v["owner"]) for v in st["vips"]]
         return states, vips
@@ -335,3 +326,13 @@ def probe_eip(vip: VipState, port: int, domain: str, timeout: float = 5.0) -> Pr
         return Probe(vip.name, exc.code, "", exc.headers.get("x-lb", ""), f"HTTP {exc.code}")
     except (OSError, ValueError) as exc:
         return Probe(vip.name, None, error=str(exc) or type(exc).__name__)
+
+
+def publish_document(aws: Aws, plan: Plan, layout: AwsLayout, progress: Progress) -> int:
+    """``up``'s desired document: the spec's, keeping the running one's certificate and restart
+    generations, with a first certificate when HTTPS is on and the cluster has none."""
+    doc = desired.document(plan, layout, keep=desired.running(aws, plan.name))
+    doc, line = certs.with_initial(aws, plan.spec, doc)
+    if line:
+        progress(line)
+    return desired.publish(aws, plan.name, doc)

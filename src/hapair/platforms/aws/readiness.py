@@ -8,7 +8,8 @@ state, read from its console output (``ec2:GetConsoleOutput``).
 
 :func:`assess` judges one round from what was read (pure); :func:`cloud_init_state` reads a
 console output (pure); :func:`wait_until_serving` repeats rounds until ready or out of time,
-with the reading, the probing, the clock and the sleep passed in.
+with the reading, the probing, the clock and the sleep passed in. :func:`assess_webs` judges
+new web instances (``apply`` waits for them: :mod:`.webready`); :func:`wait_for` is the loop.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class Readiness:
     ready: bool
     problems: tuple[str, ...] = ()
     served: tuple[str, ...] = field(default=())
+    #: Waiting longer cannot help (a node's cloud-init failed).
+    hopeless: bool = False
 
 
 _FINISHED = re.compile(r"Cloud-init v\. \S+ finished at")
@@ -125,6 +128,46 @@ def assess(nodes: list[NodeState], vips: list[VipState], probes: list[Probe]) ->
     return Readiness(not problems and len(served) == len(vips), tuple(problems), tuple(served))
 
 
+def assess_webs(nodes: list[NodeState]) -> Readiness:
+    """Whether new web instances serve: each one running and its cloud-init done (the web
+    user data's last step waits until the web app answers its health check, so a done
+    cloud-init means a serving app); a failed cloud-init is ``hopeless``."""
+    problems = []
+    for n in nodes:
+        if n.state != "running":
+            problems.append(f"{n.name}: instance is {n.state}")
+        elif n.cloud_init != "done":
+            problems.append(f"{n.name}: cloud-init {n.cloud_init}")
+    failed = any(n.cloud_init.startswith("error") for n in nodes)
+    return Readiness(not problems, tuple(problems), hopeless=failed)
+
+
+def wait_for(
+    judge: Callable[[], Readiness],
+    *,
+    timeout: float,
+    interval: float = 10.0,
+    report: Callable[[Readiness], None] = lambda r: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Readiness:
+    """Call ``judge`` every ``interval`` seconds until its verdict is ready or hopeless, or
+    ``timeout`` is over; ``report`` sees every round whose verdict changed.
+
+    :returns: the last verdict (``ready`` false when time ran out).
+    """
+    end = clock() + timeout
+    last: Readiness | None = None
+    while True:
+        verdict = judge()
+        if verdict != last:
+            report(verdict)
+            last = verdict
+        if verdict.ready or verdict.hopeless or clock() + interval > end:
+            return verdict
+        sleep(interval)
+
+
 def wait_until_serving(
     read: Callable[[], tuple[list[NodeState], list[VipState]]],
     probe: Callable[[VipState], Probe],
@@ -136,18 +179,15 @@ def wait_until_serving(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Readiness:
     """Read, probe every associated EIP and :func:`assess`, every ``interval`` seconds until
-    ready or ``timeout`` is over; ``report`` sees every round whose verdict changed.
+    ready or ``timeout`` is over (:func:`wait_for`).
 
     :returns: the last verdict (``ready`` false when time ran out).
     """
-    end = clock() + timeout
-    last: Readiness | None = None
-    while True:
+
+    def judge() -> Readiness:
         nodes, vips = read()
-        verdict = assess(nodes, vips, [probe(v) for v in vips if v.owner is not None])
-        if verdict != last:
-            report(verdict)
-            last = verdict
-        if verdict.ready or clock() + interval > end:
-            return verdict
-        sleep(interval)
+        return assess(nodes, vips, [probe(v) for v in vips if v.owner is not None])
+
+    return wait_for(
+        judge, timeout=timeout, interval=interval, report=report, clock=clock, sleep=sleep
+    )

@@ -45,6 +45,35 @@ class Rule:
     to_port: int
     source: str
 
+    def __str__(self) -> str:
+        if self.protocol == "icmp":
+            ports = f"type {self.from_port} code {self.to_port}"
+        elif self.from_port == self.to_port:
+            ports = str(self.from_port)
+        else:
+            ports = f"{self.from_port}-{self.to_port}"
+        return f"{self.protocol} {ports} from {self.source}"
+
+
+@dataclass(frozen=True)
+class RuleDelta:
+    """How one group's ingress rules differ from the desired ones.
+
+    :ivar group: the group's name (``<cluster>-lb-sg``, ...).
+    :ivar new: the group does not exist yet (``up`` or ``apply`` creates it).
+    :ivar add: rules to authorize; ``revoke``: rules nobody asked for.
+    """
+
+    group: str
+    new: bool
+    add: tuple[Rule, ...]
+    revoke: tuple[Rule, ...]
+
+    def line(self) -> str:
+        """The change as one sentence of a plan."""
+        what = [f"allow {r}" for r in self.add] + [f"revoke {r}" for r in self.revoke]
+        return f"security group {self.group}{' (new)' if self.new else ''}: {'; '.join(what)}"
+
 
 def desired_rules(spec: Spec) -> dict[str, frozenset[Rule]]:
     """The ingress rules of every group: the seed's, except that tcp/22 is open only when a
@@ -80,6 +109,32 @@ def observed_rules(group: dict[str, Any], ids: dict[str, str]) -> frozenset[Rule
     return frozenset(out)
 
 
+def split_rules(
+    want: frozenset[Rule], have: frozenset[Rule]
+) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """The rules missing from ``have`` and those beyond ``want``, each sorted."""
+    return tuple(sorted(want - have)), tuple(sorted(have - want))
+
+
+def _group_keys(spec: Spec) -> list[str]:
+    return [k for k in GROUPS if k != "endpoint" or spec.aws.ec2_endpoint]
+
+
+def rule_deltas(spec: Spec, inv: Inventory) -> tuple[RuleDelta, ...]:
+    """How the cluster's groups, as found, differ from :func:`desired_rules` (pure: reads
+    ``inv`` only); the groups that already match are left out."""
+    found = {k: inv.by_name(inv.groups, GROUPS[k][0]) for k in _group_keys(spec)}
+    ids = {k: str(g["GroupId"]) for k, g in found.items() if g is not None}
+    want = desired_rules(spec)
+    out = []
+    for key, group in found.items():
+        add, revoke = split_rules(want[key], observed_rules(group or {}, ids))
+        if add or revoke:
+            name = f"{spec.cluster.name}-{GROUPS[key][0]}"
+            out.append(RuleDelta(name, group is None, add, revoke))
+    return tuple(out)
+
+
 def _permission(rule: Rule, ids: dict[str, str]) -> dict[str, Any]:
     perm: dict[str, Any] = {
         "IpProtocol": rule.protocol,
@@ -103,7 +158,7 @@ def ensure_groups(aws: Aws, spec: Spec, inv: Inventory, vpc_id: str) -> dict[str
     cluster = spec.cluster.name
     ids: dict[str, str] = {}
     found: dict[str, dict[str, Any]] = {}
-    keys = [k for k in GROUPS if k != "endpoint" or spec.aws.ec2_endpoint]
+    keys = _group_keys(spec)
     for key in keys:
         suffix, role = GROUPS[key]
         group = inv.by_name(inv.groups, suffix)
@@ -125,8 +180,7 @@ def ensure_groups(aws: Aws, spec: Spec, inv: Inventory, vpc_id: str) -> dict[str
     for key in keys:
         have = observed_rules(found[key], ids)
         name = f"security group {cluster}-{GROUPS[key][0]}"
-        missing = sorted(want[key] - have)
-        extra = sorted(have - want[key])
+        missing, extra = split_rules(want[key], have)
         if missing:
             aws.call(
                 ec2.authorize_security_group_ingress,

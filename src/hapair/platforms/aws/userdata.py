@@ -33,6 +33,9 @@ NODE_JSON = f"{ETC}/node.json"
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 STATS_SOCKET = "/run/haproxy/admin.sock"
 AGENT_SOCKET = "/run/hapair/agent.sock"
+#: The agent's boot counter: under its StateDirectory, so it survives restarts and reboots
+#: (its RuntimeDirectory, /run/hapair, is a tmpfs emptied each time the agent stops).
+BOOT_FILE = "/var/lib/hapair/boot"
 CERT_FILE = f"{ETC}/cert.pem"
 #: The stats password, written by the node sync for the desired-document follower (0600).
 STATS_PASSWORD_FILE = f"{ETC}/stats.password"
@@ -48,6 +51,8 @@ POLICY_RC_D = "/usr/sbin/policy-rc.d"
 #: en_US.UTF-8, must be generated first, and its locale module fails where it is not).
 LOCALE = "C.UTF-8"
 S3GET = "/usr/local/lib/hapair/s3get.py"
+#: A web node's last boot step: waits until its web app answers (see :func:`web_ready_script`).
+WEB_READY = "/usr/local/sbin/hapair-web-ready"
 S3GET_SOURCE = Path(__file__).with_name("s3get.py")
 
 
@@ -242,7 +247,8 @@ def lb_user_data(
             f"hapair HA agent ({node}, aws_eip)",
             f"{VENV}/bin/hapair agent --config {AGENT_TOML}",
             after="network-online.target haproxy.service hapair-sync.service",
-            service="Restart=always\nRestartSec=2\nRuntimeDirectory=hapair\n",
+            service="Restart=always\nRestartSec=2\nRuntimeDirectory=hapair\n"
+            "StateDirectory=hapair\n",
         ),
     )
     if follow_desired:
@@ -306,13 +312,33 @@ def web_user_data(
     lines += ["write_files:"]
     lines += _fetcher(install)
     lines += _file("/etc/systemd/system/hapair-webapp.service", app)
+    lines += _file(WEB_READY, web_ready_script(address, port), "0755")
     lines += ["runcmd:"]
     lines += install_commands(install, ["python3-venv", "ca-certificates"], dependencies=False)
     lines += [
         "  - [systemctl, daemon-reload]",
         "  - [systemctl, enable, --now, hapair-webapp.service]",
+        f"  - [{WEB_READY}]",
     ]
     return "\n".join(lines) + "\n"
+
+
+def web_ready_script(address: str, port: int, tries: int = 120) -> str:
+    """A script that ends 0 once the web app answers ``GET /health``, else 1 after ``tries``
+    seconds: the last step of a web node's cloud-init, so that "cloud-init done" on its
+    console means "serving" (``apply`` waits for it) and a web app that never answers is a
+    cloud-init failure there."""
+    url = f"http://{address}:{port}/health"
+    get = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
+    return (
+        "#!/bin/sh\n"
+        f"for i in $(seq 1 {tries}); do\n"
+        f"  {VENV}/bin/python -c '{get}' {url} 2>/dev/null && exit 0\n"
+        "  sleep 1\n"
+        "done\n"
+        f'echo "hapair: the web app does not answer {url}" >&2\n'
+        "exit 1\n"
+    )
 
 
 def pack(user_data: str) -> bytes:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from hapair.errors import UsageError
+from hapair.fileio import exclusive_lock
 from hapair.plan import Plan, make_plan
 from hapair.platforms.lab.paths import LabPaths
 from hapair.platforms.lab.state import save_state
@@ -66,14 +65,6 @@ def open_lab(name: str) -> Iterator[Target]:
     if not state.get("complete"):
         raise UsageError(f"lab {name} is half built: run `hapair up --name {name}` first")
     lock = LabPaths(name).root / "day2.lock"
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"another day-2 operation (scale, apply, restart, cert) is running on lab {name}"
-            ) from None
+    busy = f"another day-2 operation (scale, apply, restart, cert) is running on lab {name}"
+    with exclusive_lock(lock, busy):
         yield Target(plan, state)
-    finally:
-        os.close(fd)
