@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 from tests.lab.conftest import HAPAIR, Lab
 
-from hapair.agent.client import agent_status
+from hapair.agent.client import agent_request, agent_status
 from hapair.bench.dashcost import CHROMIUM, HEADLESS
 from hapair.platforms.lab import forward
 from hapair.platforms.lab.paths import LabPaths
@@ -215,6 +217,24 @@ def test_a_failover_shows_within_two_seconds_without_a_reload(
         traffic.wait()
     lab.platform.revive(lab.name, "lb1")
     lab.wait_for("VIP1 back on lb1", lambda: owners_shown(browser) == ("lb1", "lb2"), 20)
+    # lb1's own page after its restart: its earlier moves (kept on disk) and the failover lb2
+    # made while it was down (from lb2)
+    sock = str(LabPaths(lab.name).agent_sock("lb1"))
+
+    def lb1_doc() -> dict[str, Any]:
+        status, doc = agent_request(sock, "GET", "/dashboard.json")
+        assert status == 200
+        return doc  # type: ignore[no-any-return]
+
+    lab.wait_for(
+        "lb2's failover on lb1's page",
+        lambda: any(f["node"] == "lb2" for f in lb1_doc()["failovers"]),
+        5,
+    )
+    vip1 = next(v for v in lb1_doc()["vips"] if v["name"] == "vip1")
+    assert [m["label"] for m in vip1["timeline"] if m["node"] == "lb1"][:1] == ["startup"]
+    history = LabPaths(lab.name).node("lb1") / "history.jsonl"
+    assert history.stat().st_mode & 0o777 == 0o600
 
 
 def test_no_request_left_loopback(browser: Any, fwd: dict[str, Any]) -> None:
@@ -266,7 +286,21 @@ def test_haproxy_exporter_has_what_grafana_asks_for(lab: Lab, fwd: dict[str, Any
     assert wanted and wanted <= names, wanted - names
 
 
+def prom_query(base: str, query: str) -> dict[str, Any]:
+    """The answer of Prometheus's ``/api/v1/query`` to ``query``, an error's included (it comes
+    with status 400 and a JSON body)."""
+    url = f"{base}/query?{urllib.parse.urlencode({'query': query})}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            doc: dict[str, Any] = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        doc = json.loads(exc.read() or b"{}")
+    return doc
+
+
 def test_with_monitoring_prometheus_scrapes_both_lbs(lab: Lab) -> None:
+    from tests.unit.test_grafana import dashboard_exprs, filled, variable_selectors
+
     up = lab.cli("up", "--name", lab.name, "--with-monitoring")
     assert up.returncode == 0, up.stdout + up.stderr
     opened = lab.cli("open", "--name", lab.name, "prometheus")
@@ -281,10 +315,24 @@ def test_with_monitoring_prometheus_scrapes_both_lbs(lab: Lab) -> None:
         return {(t["labels"]["job"], t["labels"]["node"]) for t in targets if t["health"] == "up"}
 
     lab.wait_for("Prometheus scraping 4 targets", lambda: len(healthy_targets()) == 4, 30, step=0.5)
-    query = urllib.parse.urlencode({"query": "sum(hapair_vip_held)"})
-    with urllib.request.urlopen(f"{base}/query?{query}", timeout=5) as resp:
-        result = json.load(resp)["data"]["result"]
+    result = prom_query(base, "sum(hapair_vip_held)")["data"]["result"]
     assert result and float(result[0]["value"][1]) == 2.0  # two VIPs, each held once
+    # Every expression of the Grafana dashboard runs, for All LBs and for one.
+    failed = {}
+    for expr in dashboard_exprs():
+        for node in (".*", "lb1"):
+            answer = prom_query(base, filled(expr, node))
+            if answer.get("status") != "success":
+                failed[filled(expr, node)] = answer.get("error", answer)
+    assert not failed, failed
+    # ... the gauges have data for both LBs, and the LB picker finds both
+    for expr in dashboard_exprs():
+        if not re.search(r"\b(rate|increase|changes|histogram_quantile)\(", expr):
+            series = prom_query(base, filled(expr))["data"]["result"]
+            assert {s["metric"].get("node") for s in series} == {"lb1", "lb2"}, expr
+    for selector in variable_selectors():
+        series = prom_query(base, selector)["data"]["result"]
+        assert {s["metric"]["node"] for s in series} == {"lb1", "lb2"}, selector
     # it listens inside the lab only
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     assert "prometheus" not in out

@@ -217,10 +217,22 @@ def test_a_first_decision_not_to_take_is_not_a_move() -> None:
     assert step.wishes == {"vip1": False, "vip2": False}
 
 
-FAULTS = ["healthy", "answers", "pingable", "standby", "link", "agent", "hb", "data", "stall"]
+FAULTS = [
+    "healthy",
+    "answers",
+    "pingable",
+    "standby",
+    "link",
+    "agent",
+    "hb",
+    "data",
+    "stall",
+    "clock_jump",
+    "request_loss",
+]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(st.integers(1, 40), st.sampled_from(["lb1", "lb2"]), st.sampled_from(FAULTS)),
@@ -267,6 +279,10 @@ def test_make_before_break_and_someone_answers_under_random_faults(
             w.data_path = not w.data_path
         elif what == "stall":
             w.stall(name, 2000)
+        elif what == "clock_jump":
+            w.clock_jump(name, 2000)
+        elif what == "request_loss":
+            node.request_loss = 0.0 if node.request_loss else 0.5
         else:
             flip[what] = not getattr(node, what)
             setattr(node, what, flip[what])
@@ -275,7 +291,7 @@ def test_make_before_break_and_someone_answers_under_random_faults(
     w.heartbeat_path = w.data_path = True
     for name, node in list(w.nodes.items()):
         node.link = node.healthy = node.answers = node.pingable = True
-        node.standby = False
+        node.standby, node.request_loss = False, 0.0
         if not node.agent:
             w.restart(name)
     w.run(15_000)

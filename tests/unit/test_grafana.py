@@ -23,6 +23,36 @@ def dashboard_exprs() -> list[str]:
     return out + [a["expr"] for a in d["annotations"]["list"]]
 
 
+GRAFANA_VARS = {
+    "agent_job": "hapair-agent",
+    "haproxy_job": "hapair-haproxy",
+    # What Grafana makes of them with the 5 s scrape interval of docs/prometheus.yml.
+    "__rate_interval": "20s",
+    "__interval": "5s",
+    "__range": "5m",
+}
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def filled(expr: str, node: str = ".*") -> str:
+    """``expr`` with its template variables as Grafana fills them (``node``: the LB picker's
+    value, ``.*`` for All); an unknown variable raises KeyError."""
+    values = {**GRAFANA_VARS, "node": node}
+    return VARIABLE.sub(lambda m: values[m.group(1) or m.group(2)], expr)
+
+
+def variable_selectors() -> list[str]:
+    """The series selectors of the dashboard's ``label_values`` variables, filled in."""
+    d = json.loads((DOCS / "grafana" / "hapair.json").read_text())
+    out = []
+    for v in d["templating"]["list"]:
+        if v["type"] == "query":
+            m = re.fullmatch(r"label_values\((.+), \w+\)", v["definition"])
+            assert m, v["definition"]
+            out.append(filled(m.group(1)))
+    return out
+
+
 def referenced(prefix: str) -> set[str]:
     return {m for e in dashboard_exprs() for m in METRIC.findall(e) if m.startswith(prefix)}
 
@@ -34,6 +64,13 @@ def agent_metric_names() -> set[str]:
         for s in suffixes.get(family.type, [""]):
             names.add(family.name + s)
     return names
+
+
+def test_every_expression_can_be_filled_in() -> None:
+    exprs = [filled(e, node) for e in dashboard_exprs() for node in (".*", "lb1")]
+    assert exprs and not [e for e in exprs if "$" in e]
+    assert filled('x{node=~"$node"}[$__rate_interval]', "lb2") == 'x{node=~"lb2"}[20s]'
+    assert variable_selectors() == ['hapair_peer_up{job="hapair-agent"}']
 
 
 def test_grafana_dashboard_is_well_formed() -> None:

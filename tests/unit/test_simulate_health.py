@@ -45,20 +45,22 @@ def test_a_request_failing_now_and_then_moves_nothing() -> None:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(loss=st.floats(0.1, 0.95), seed=st.integers(0, 2**16))
-def test_a_node_failing_most_requests_hands_its_vip_over_once_and_never_flaps(
+def test_a_node_failing_most_requests_hands_its_vip_over_and_does_not_flap(
     loss: float, seed: int
 ) -> None:
-    """10 % or more of lb1's requests fail for 30 s: vip1 goes to lb2 at most once and comes
-    back at most once, after the fault (a failback needs ``failback_delay`` without a failed
-    request); vip2 never moves; someone always holds vip1."""
+    """10 % or more of lb1's requests fail for 30 s: vip1 goes to lb2, and comes back at most
+    once while the fault lasts (a failback needs ``failback_delay`` without one failed request,
+    which at 22 % loss happens in about one 3 s window in 1,500; a second fault doubles the
+    wait: flap damping); back home after the fault; vip2 never moves; someone always holds
+    vip1."""
     w = settled(seed)
     mark = len(w.records)
     w.nodes["lb1"].request_loss = loss
     during = holders_over(w, 30_000)
     assert all(h for h in during), during  # never held by nobody
-    # away once (possibly through a make-before-break overlap), and not back while it lasts
+    # home at the start, at most one premature return, and home at the end if it came back
     homes = [h for h in during if h == ("lb1",)]
-    assert len(homes) <= 1 + (during[-1] == ("lb1",)), during
+    assert len(homes) <= 2 + (during[-1] == ("lb1",)), during
     assert during[-1] in (("lb1",), ("lb2",)), during
     w.nodes["lb1"].request_loss = 0.0
     w.run(20_000)

@@ -112,6 +112,10 @@ class AgentConfig(BaseModel):
     # The boot counter (see hapair.agent.boot); empty = next to api_socket, or
     # /var/lib/hapair/<cluster>-<node>.boot without one.
     boot_file: str = ""
+    # The dashboard's history of VIP moves (see hapair.agent.historyfile); empty = next to the
+    # boot counter as history.jsonl, or /var/lib/hapair/<cluster>-<node>.history.jsonl when
+    # neither boot_file nor api_socket is set.
+    history_file: str = ""
     vips: list[VipConfig]
 
     @model_validator(mode="after")
@@ -131,6 +135,15 @@ class AgentConfig(BaseModel):
         if self.api_socket:
             return Path(self.api_socket).parent / "boot"
         return Path(f"/var/lib/hapair/{self.cluster}-{self.node}.boot")
+
+    def history_path(self) -> Path:
+        """Where the dashboard's history is kept (in the same state directory as the boot
+        counter)."""
+        if self.history_file:
+            return Path(self.history_file)
+        if self.boot_file or self.api_socket:
+            return self.boot_path().parent / "history.jsonl"
+        return Path(f"/var/lib/hapair/{self.cluster}-{self.node}.history.jsonl")
 
 
 def load_agent_config(path: Path) -> AgentConfig:

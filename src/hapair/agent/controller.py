@@ -162,6 +162,8 @@ class Controller:
         self._probe_failures = 0
         self._probe_failed_ms = -1e18
         self._last_loop_ms: float | None = None
+        #: when this node last resumed after not running (a stall), as :meth:`loop_ran` saw it
+        self._resumed_ms = -1e18
 
     # ------------------------------------------------------------------ settings
     def retime(self, timings: Timings) -> None:
@@ -241,9 +243,17 @@ class Controller:
             return None
         self.membership.blind(now, gap)
         self.last_gap_ms = gap
+        self._resumed_ms = now
         return (
             f"this node did not run for {round(gap)} ms: not judging {self.peer} until it is heard"
         )
+
+    def _resuming(self, now: float) -> bool:
+        """Within ``deadtime`` of resuming from a stall: the heartbeats this node reads were
+        queued while it stood still (they may be older than what the peer decided since), and
+        its own last heartbeat is as old; a release on that news can cross the peer's own
+        release (both let go). A node whose HAProxy answers keeps what it holds meanwhile."""
+        return now - self._resumed_ms < self.t.deadtime_ms and (self.answers or self.healthy)
 
     def found(self, vips: Iterable[str]) -> None:
         """VIPs configured here when the agent started."""
@@ -390,6 +400,8 @@ class Controller:
         decision = decide(view)
         announce: list[str] = []
         for d in decision.vips:
+            if not d.want and self.wanted.get(d.vip) and self._resuming(now):
+                continue  # decided again once the news is fresh
             self.reasons[d.vip] = d.reason
             prev = self.wanted.get(d.vip)
             if prev != d.want:

@@ -31,11 +31,13 @@ from hapair.agent.core import KEY_REFRESH_MS, realtime, run_main, start_logging
 from hapair.agent.dashboard import Dashboard  # dashboard hook
 from hapair.agent.dashdoc import ClusterView  # dashboard hook
 from hapair.agent.handover import Handover
-from hapair.agent.health import PING_EVERY_INTERVALS, ping_window_s
+from hapair.agent.history import MAX_MOVES  # dashboard hook
+from hapair.agent.historyfile import HistoryFile  # dashboard hook
 from hapair.agent.membership import PeerState
 from hapair.agent.pairbeats import PairHeartbeats
 from hapair.agent.pairhealth import PairHealth
 from hapair.agent.pairops import PairOps
+from hapair.agent.pingverdict import PING_EVERY_INTERVALS
 from hapair.agent.statusdoc import status_document
 
 logger = logging.getLogger("hapair.agent")
@@ -71,11 +73,12 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
 
     def _decide(self) -> None:
         self._notice_stall()
+        now = self.now_ms()
         step = self.controller.step(
-            self.now_ms(),
+            now,
             held=self._held(),
-            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
-            pingable_now=self.pingable_now(),
+            pingable=self.ping.pingable(now),
+            pingable_now=self.ping.pingable_now(now),
             standby=self.standby,
         )
         self._carry_out(step)
@@ -105,11 +108,17 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
         return status_document(self)
 
     # ------------------------------------------------------------------ lifecycle
+    def open_history(self) -> int:
+        """Dashboard hook: load the moves of earlier runs from the history file and keep every
+        new one there (:mod:`hapair.agent.historyfile`); returns how many were loaded."""
+        return self.history.attach(HistoryFile(self.cfg.history_path(), keep=MAX_MOVES))
+
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1)."""
         self._listen_signals(reload=self._ask_reload)
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self.boot_id = next_boot_id(self.cfg.boot_path())
+        self.open_history()  # dashboard hook
         realtime(self.cfg.realtime, "; running with normal priority")
         await self._open_heartbeats(self.cfg.bind, self.cfg.port, self.on_datagram)
         await self.api.start(self.cfg.api_bind, self.cfg.api_port, self.cfg.api_socket or None)
@@ -122,7 +131,7 @@ class Agent(PairHeartbeats, PairHealth, PairOps, Handover):
             for _ in range(10):
                 self.pinger.send()
                 await asyncio.sleep(0.05)
-                if self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)):
+                if self.ping.pingable(self.now_ms()):
                     break
         self.event(
             f"{self.cfg.node} starting (boot {self.boot_id}); peer {self.cfg.peer} at "

@@ -4,8 +4,9 @@ Built on demand (while a dashboard is open, about twice a second) from the ``/st
 document, the agent's :class:`~hapair.agent.history.History`, the local HAProxy's stats socket
 (``show stat`` for the backends, ``show table www`` for the request and error rates per
 floating IP) and the peer's ``/haproxy.json`` (:meth:`ClusterView.local` there: its process's
-CPU and memory, its HAProxy's view), fetched in the background at most once a second while the
-peer's heartbeats arrive, so that a dead peer never slows the page.
+CPU and memory, its HAProxy's view, the failovers it made, which this node may have missed
+while it was down), fetched in the background at most once a second while the peer's
+heartbeats arrive, so that a dead peer never slows the page.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Final
 
-from hapair.agent.history import CpuMeter, process_usage, stamp
+from hapair.agent.history import CpuMeter, merge_failovers, process_usage, stamp
+from hapair.agent.historyfile import record_of
 from hapair.agent.serverops import set_server_state
 from hapair.agent.statusdoc import status_document
 from hapair.errors import OperationError
@@ -37,6 +40,8 @@ MAX_BODY: Final = 1 << 20
 """Largest answer read from the peer's API."""
 EVENTS: Final = 60
 """Events of the agent's log shown."""
+FAILOVERS: Final = 30
+"""Failovers shown (this node's and its peer's)."""
 FRONTEND: Final = "www"
 """HAProxy's frontend (and stick table) of the web traffic."""
 
@@ -163,6 +168,9 @@ class ClusterView:
         self.peer_cpu = CpuMeter()
         #: what the peer's ``/haproxy.json`` said last (None: nothing recent)
         self.peer_local: dict[str, Any] | None = None
+        #: the failovers the peer made itself, as its ``/haproxy.json`` said last (kept while
+        #: it is silent: they are history)
+        self.peer_failovers: list[dict[str, Any]] = []
         self._peer_asked = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -207,6 +215,10 @@ class ClusterView:
         if not isinstance(doc, dict) or not isinstance(proc, dict):
             self.peer_local = None
             return
+        fails = doc.get("failovers")
+        if isinstance(fails, list):
+            records = (record_of(f) for f in fails[-FAILOVERS:])
+            self.peer_failovers = [asdict(r) for r in records if r is not None]
         cpu = proc.get("cpu_seconds")
         percent = self.peer_cpu.add(float(cpu)) if isinstance(cpu, int | float) else None
         self.peer_local = {**doc, "process": {**proc, "cpu_percent": percent}}
@@ -228,10 +240,15 @@ class ClusterView:
 
     async def local(self) -> dict[str, Any]:
         """What this node tells its peer's dashboard (``/haproxy.json``): its process's CPU
-        and memory, its HAProxy's view."""
+        and memory, its HAProxy's view, its failovers."""
         proc = process_usage()
         proc["cpu_percent"] = self.cpu.add(proc["cpu_seconds"])
-        return {"node": self.agent.cfg.node, "process": proc, "haproxy": await self._haproxy()}
+        return {
+            "node": self.agent.cfg.node,
+            "process": proc,
+            "haproxy": await self._haproxy(),
+            "failovers": self.agent.history.failovers()[-FAILOVERS:],
+        }
 
     async def document(self) -> dict[str, Any]:
         """The dashboard's document (see the module docstring)."""
@@ -297,7 +314,9 @@ class ClusterView:
             "uptime_s": st["uptime_s"],
             "lbs": lbs,
             "vips": vips,
-            "failovers": agent.history.failovers()[-30:],
+            "failovers": merge_failovers(agent.history.failovers(), self.peer_failovers)[
+                -FAILOVERS:
+            ],
             "events": list(agent.events)[-EVENTS:],
             "config": st["config"],
             "counters": st["counters"],

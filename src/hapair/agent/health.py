@@ -13,11 +13,12 @@ import contextlib
 import os
 import socket
 import struct
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from hapair.agent.pingverdict import PING_EVERY_INTERVALS as PING_EVERY_INTERVALS
+from hapair.agent.pingverdict import PingVerdict
 from hapair.errors import OperationError
 from hapair.haproxy_stats import show_stat_async
 from hapair.httpget import FAILURES, get_head
@@ -25,16 +26,10 @@ from hapair.httpget import FAILURES, get_head
 if TYPE_CHECKING:
     from hapair.agent.config import VipConfig
 
-PING_EVERY_INTERVALS: Final = 2
-"""The ping nodes are pinged every this many heartbeat intervals."""
-
-
-def ping_window_s(interval_ms: float) -> float:
-    """How recent a ping reply must be to count: one second, or three ping rounds when they
-    are further apart (the AWS profile pings every 2 s: a 1 s window would see a reply only
-    half of the time, and the node would flap between reachable and cut off)."""
-    return max(1.0, 3 * PING_EVERY_INTERVALS * interval_ms / 1000)
-
+SLOW_REQUEST_MS: Final = 100.0
+"""A request through HAProxy still unanswered after this long starts the next one at once while
+the cadence is calm: the calm spacing (:data:`CALM_REQUEST_FACTOR`) must not add its spacing to
+the ``fall`` failures needed."""
 
 CALM_REQUEST_FACTOR: Final = 3
 """While :attr:`HealthGate.calm`, a real request goes through HAProxy every this many health
@@ -233,16 +228,18 @@ def _checksum(data: bytes) -> int:
 
 
 class Pinger:
-    """ICMP echo to the ping nodes over one raw socket; remembers when each last answered."""
+    """ICMP echo to the ping nodes over one raw socket. What the replies prove is for the pure
+    :class:`~hapair.agent.pingverdict.PingVerdict` it feeds (each round sent, each reply read)
+    to say.
 
-    def __init__(self, targets: list[str]) -> None:
-        self.targets = targets
-        self.last_reply: dict[str, float] = {}
-        #: per ping node, when the request of its latest reply was sent (monotonic)
-        self.last_reply_sent: dict[str, float] = {}
-        self._sent: dict[int, float] = {}
+    :param verdict: the verdict fed; its ``targets`` are the ping nodes.
+    :param clock: the agent's monotonic clock, in ms.
+    """
+
+    def __init__(self, verdict: PingVerdict, clock: Callable[[], float]) -> None:
+        self.verdict = verdict
+        self.clock = clock
         self._ident = os.getpid() & 0xFFFF
-        self._seq = 0
         self._sock: socket.socket | None = None
 
     def open(self) -> None:
@@ -264,14 +261,11 @@ class Pinger:
         """Send one echo request to every ping node."""
         if self._sock is None:
             return
-        self._seq = (self._seq + 1) & 0xFFFF
-        self._sent[self._seq] = time.monotonic()
-        if len(self._sent) > 64:
-            self._sent.pop(next(iter(self._sent)))
-        header = struct.pack("!BBHHH", 8, 0, 0, self._ident, self._seq)
+        seq = self.verdict.sent(self.clock())
+        header = struct.pack("!BBHHH", 8, 0, 0, self._ident, seq)
         payload = b"hapair"
-        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), self._ident, self._seq)
-        for t in self.targets:
+        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), self._ident, seq)
+        for t in self.verdict.targets:
             with contextlib.suppress(OSError):
                 self._sock.sendto(packet + payload, (t, 0))
 
@@ -288,32 +282,5 @@ class Pinger:
             if len(data) < ihl + 8:
                 continue
             typ, _code, _ck, ident, seq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
-            if typ == 0 and ident == self._ident and addr[0] in self.targets:
-                self.last_reply[addr[0]] = time.monotonic()
-                sent = self._sent.get(seq)
-                if sent is not None:
-                    self.last_reply_sent[addr[0]] = max(self.last_reply_sent.get(addr[0], 0), sent)
-
-    def blind(self, seconds: float) -> None:
-        """This process did not run for ``seconds``: replies it could not read are not the
-        ping nodes' silence, so each last reply counts as that much more recent (never later
-        than now). The request times are kept: they still prove nothing about the present."""
-        now = time.monotonic()
-        for t, at in self.last_reply.items():
-            self.last_reply[t] = min(now, at + seconds)
-
-    def reachable(self, window: float, since: float | None = None) -> bool:
-        """Whether any ping node answered within the last ``window`` seconds and, with
-        ``since`` (monotonic), to a request sent after that moment (True when no ping node
-        is set)."""
-        if not self.targets:
-            return True
-        oldest = time.monotonic() - window
-        if since is None:
-            return any(t >= oldest for t in self.last_reply.values())
-        # Only the reply to a request SENT after ``since`` proves the path works now: a reply
-        # to an older request may have crossed the link just before it was cut.
-        return any(
-            self.last_reply.get(t, 0) >= oldest and sent >= since
-            for t, sent in self.last_reply_sent.items()
-        )
+            if typ == 0 and ident == self._ident:
+                self.verdict.replied(addr[0], seq, self.clock())

@@ -5,7 +5,9 @@ The daemon feeds a :class:`History` two things: every move it makes (:meth:`Hist
 with the controller's reason) and every accepted heartbeat next to the one before it
 (:meth:`History.observe_peer`), from which a change of what the peer holds is recorded as the
 peer's move. A move of the peer while this node did not run (or did not hear it) is not seen.
-Bounded: at most :data:`MAX_MOVES` moves are kept. Pure bookkeeping, no I/O but the clock.
+Bounded: at most :data:`MAX_MOVES` moves are kept. Pure bookkeeping, no I/O but the clock, until
+:meth:`History.attach` gives it a :class:`~hapair.agent.historyfile.HistoryFile`: then what was
+kept before the agent's restart is loaded and every new record appended to it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from hapair.agent.controller import Move
+    from hapair.agent.historyfile import HistoryFile
     from hapair.agent.protocol import Heartbeat
 
 MAX_MOVES: Final = 200
@@ -74,12 +77,27 @@ class History:
         self.peer = peer
         self.homes = dict(homes)
         self.moves: collections.deque[MoveRecord] = collections.deque(maxlen=MAX_MOVES)
+        self.store: HistoryFile | None = None
+
+    def attach(self, store: HistoryFile) -> int:
+        """Keep the history in ``store`` from now on: its records (those of earlier runs) go
+        before the ones kept so far, and every new record is appended to it.
+
+        :returns: how many records were loaded.
+        """
+        loaded = store.load()
+        self.moves = collections.deque([*loaded, *self.moves], maxlen=MAX_MOVES)
+        self.store = store
+        return len(loaded)
 
     def _add(
         self, vip: str, node: str, take: bool, label: str, reason: str, gap: float | None
     ) -> None:
         t = time.time()
-        self.moves.append(MoveRecord(t, stamp(t), vip, node, take, label, reason, gap))
+        rec = MoveRecord(t, stamp(t), vip, node, take, label, reason, gap)
+        self.moves.append(rec)
+        if self.store is not None:
+            self.store.add(rec, self.moves)
 
     def record_move(self, move: Move) -> None:
         """A move this node makes (a take or a release), with the controller's reason."""
@@ -116,6 +134,32 @@ class History:
     def failovers(self) -> list[dict[str, Any]]:
         """The takes of a VIP away from its home node, oldest first."""
         return [asdict(m) for m in self.moves if self.is_failover(m)]
+
+
+SAME_MOVE_S: Final = 5.0
+"""A move the peer recorded and one this node saw from its heartbeats are the same when they
+are this close in time (the clocks of the two nodes may differ a little)."""
+
+
+def merge_failovers(
+    mine: list[dict[str, Any]], theirs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """This node's failovers and those its peer made itself, oldest first, each move once.
+
+    A node's history misses what its peer did while it was down; the peer's own records fill
+    that in. A move of the peer this node saw (label ``seen``) is shown as the peer recorded
+    it (with its reason and gap); the peer's ``seen`` records (of this node's moves) are left
+    out, this node has its own.
+    """
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return (a["vip"], a["node"]) == (b["vip"], b["node"]) and abs(a["t"] - b["t"]) <= (
+            SAME_MOVE_S
+        )
+
+    made = [p for p in theirs if p["label"] != "seen"]
+    kept = [m for m in mine if m["label"] != "seen" or not any(same(m, p) for p in made)]
+    return sorted(kept + made, key=lambda m: float(m["t"]))
 
 
 def process_usage() -> dict[str, Any]:

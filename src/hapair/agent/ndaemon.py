@@ -33,15 +33,7 @@ from hapair.agent.core import (
     start_logging,
 )
 from hapair.agent.dashboard import Dashboard
-from hapair.agent.health import (
-    PING_EVERY_INTERVALS,
-    Health,
-    HealthGate,
-    Pinger,
-    http_ok,
-    ping_window_s,
-    read_stats,
-)
+from hapair.agent.health import Health, HealthGate, Pinger, http_ok, read_stats
 from hapair.agent.keyring import Keyring
 from hapair.agent.nconfig import NodeConfig, load_node_config
 from hapair.agent.ndashdoc import NodeClusterView
@@ -60,6 +52,7 @@ from hapair.agent.nnode import (
     eligible,
 )
 from hapair.agent.nstatus import node_status
+from hapair.agent.pingverdict import PING_EVERY_INTERVALS, PingVerdict
 from hapair.agent.protocol import Heartbeat
 from hapair.agent.resources.base import FakeFloatingIP, FloatingIP
 from hapair.errors import FatalError
@@ -102,7 +95,7 @@ class NodeAgent(AgentCore):
         }
         self.gate = HealthGate(rise=cfg.health_rise, fall=cfg.health_fall)
         self.health: Health = self.gate.current
-        self.pinger = Pinger(list(cfg.ping_nodes))
+        self.pinger = Pinger(PingVerdict(cfg.ping_nodes, cfg.interval_ms), self.now_ms)
         self.stability = Stability()
         self.eligible_set = SetStability()
         self.standby = False
@@ -146,7 +139,7 @@ class NodeAgent(AgentCore):
             seq=seq,
             healthy=self.health.healthy,
             answers=self.health.answers,
-            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
+            pingable=self.pinger.verdict.pingable(self.now_ms()),
             stable_ms=int(self.stability.update(self._eligible_self(), self.now_ms())),
             # With etcd, standby means "takes no VIP": an operator's, or no valid lease.
             standby=self.standby or not self.etcd.usable(),
@@ -168,7 +161,7 @@ class NodeAgent(AgentCore):
         own = SelfView(
             healthy=self.health.healthy,
             answers=self.health.answers,
-            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
+            pingable=self.pinger.verdict.pingable(self.now_ms()),
             standby=self.standby,
             stable_ms=self.stability.update(self._eligible_self(), now),
         )

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import time
 
-from hapair.agent.health import ping_window_s
 from hapair.agent.membership import PeerState
 from hapair.agent.pairstate import PairState
 from hapair.agent.protocol import Heartbeat, encode
@@ -30,7 +29,7 @@ class PairHeartbeats(PairState):
         before = self.controller.membership.last()
         changed = self.controller.observe_heartbeat(hb, self.now_ms())
         self.history.observe_peer(before, hb)  # dashboard hook: the peer's moves
-        self._heard_at = time.monotonic()
+        self.ping.heard(self.now_ms())  # the ping verdict: when the next one is due
         # If the next heartbeat is late, ping at once (is it the peer or this node's own link?),
         # and decide again the moment the peer could turn dead, not at the next periodic tick.
         for timer in self._timers:
@@ -82,7 +81,7 @@ class PairHeartbeats(PairState):
             seq=self.seq,
             healthy=self.health.healthy,
             answers=self.health.answers,
-            pingable=self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms)),
+            pingable=self.ping.pingable(self.now_ms()),
             stable_ms=int(c.stable_ms(self.now_ms())),
             standby=self.standby,
             held=c.claimed(self._held()),
@@ -99,7 +98,7 @@ class PairHeartbeats(PairState):
             self.event(gap, logging.WARNING)
             # The ping replies that came in meanwhile could not be read either: the last
             # verdict stands until a fresh ping round has had its chance.
-            self.pinger.blind(self.controller.last_gap_ms / 1000)
+            self.ping.blind(self.controller.last_gap_ms, self.now_ms())
             self.pinger.send()
 
     def _send(self) -> None:
@@ -118,13 +117,9 @@ class PairHeartbeats(PairState):
         """Whether this node reaches a ping node, as its decisions see it (for status)."""
         if self.controller.membership.current is PeerState.DEAD:
             return self.pingable_now()
-        return self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms))
+        return self.ping.pingable(self.now_ms())
 
     def pingable_now(self) -> bool:
         """Whether a ping node answered a request sent after the peer's next heartbeat was due
-        (the controller relies on it once the peer is dead: if the silence is this node's own
-        link going down, an older reply proves nothing). The heartbeat and the plain verdict
-        use the one-second window: a late heartbeat on a lossy link must not make this node
-        look cut off."""
-        since = self._heard_at + self.cfg.interval_ms / 1000 if self._heard_at else None
-        return self.pinger.reachable(window=ping_window_s(self.cfg.interval_ms), since=since)
+        (:meth:`~hapair.agent.pingverdict.PingVerdict.pingable_now`)."""
+        return self.ping.pingable_now(self.now_ms())

@@ -9,6 +9,7 @@ import asyncio
 from hapair.agent.core import reconcile
 from hapair.agent.health import (
     CALM_REQUEST_FACTOR,
+    SLOW_REQUEST_MS,
     Health,
     http_ok,
     peer_answers,
@@ -43,14 +44,25 @@ class PairHealth(PairState):
         self._probes.add(task)
         task.add_done_callback(self._probes.discard)
 
+    def _hurry(self) -> None:
+        """A request is slow: while the cadence is the calm one, start the next now (it may
+        hurry the one after it in turn: one every SLOW_REQUEST_MS, the full cadence)."""
+        if self.gate.calm and len(self._probes) < MAX_SELF_PROBES:
+            self._probe_self()
+
     async def _request_self(self) -> None:
         started = self.now_ms()
-        ok = await http_ok(
-            "127.0.0.1",
-            self.cfg.http_port,
-            self.cfg.check_path,
-            timeout=self.cfg.request_timeout_ms / 1000,
-        )
+        # Slow: the next request now, not at the next (calm) tick (SLOW_REQUEST_MS).
+        slow = asyncio.get_running_loop().call_later(SLOW_REQUEST_MS / 1000, self._hurry)
+        try:
+            ok = await http_ok(
+                "127.0.0.1",
+                self.cfg.http_port,
+                self.cfg.check_path,
+                timeout=self.cfg.request_timeout_ms / 1000,
+            )
+        finally:
+            slow.cancel()
         self.guarded("health", lambda: self._apply_health(self.gate.request(ok, started)))
 
     def _apply_health(self, h: Health) -> None:
@@ -96,13 +108,12 @@ class PairHealth(PairState):
             self.cfg.check_path,
             timeout=c.probe_timeout_ms() / 1000,
         )
-        if witness != self._witness:
-            self._witness = witness
-            if witness:
-                self.event(
-                    f"{self.cfg.peer} does not answer at its own address but serves at "
-                    f"{witness}, which it holds: alive"
-                )
+        # Once per silence (the peer's last heartbeat), not per probe: when both paths answer,
+        # either may be first.
+        heard = (last.boot_id, last.seq) if last else None
+        if witness and self._witness != heard:
+            self._witness = heard
+            self.event(f"{self.cfg.peer} answers at {witness}, a VIP it holds: serving")
         c.observe_probe(ok, started)
         if not ok and self._ready:
             self.tick()  # the verdict a silent peer's death waited for

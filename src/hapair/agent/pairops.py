@@ -25,6 +25,7 @@ FIXED_FIELDS = (
     "api_bind",
     "api_socket",
     "boot_file",
+    "history_file",
     "peer_probe_address",
     "log_format",
     "realtime",
@@ -109,7 +110,8 @@ class PairOps(PairState):
             return False
         self.cfg = new
         self.controller.retime(new)
-        self.pinger.targets = list(new.ping_nodes)
+        self.ping.targets = list(new.ping_nodes)
+        self.ping.interval_ms = new.interval_ms
         self.gate.rise, self.gate.fall = new.health_rise, new.health_fall
         for actor in self.actors.values():
             actor.timeout = new.action_timeout_ms / 1000

@@ -17,6 +17,7 @@ from hapair.agent.drain import make_drainer  # failback drain
 from hapair.agent.health import Health, HealthGate, Pinger
 from hapair.agent.history import History  # dashboard hook
 from hapair.agent.keyring import Keyring
+from hapair.agent.pingverdict import PingVerdict
 from hapair.agent.protocol import Decoder
 from hapair.agent.resources.base import FakeFloatingIP, FloatingIP
 
@@ -61,7 +62,9 @@ class PairState(AgentCore):
         }
         self.gate = HealthGate(rise=cfg.health_rise, fall=cfg.health_fall)
         self.health: Health = self.gate.current
-        self.pinger = Pinger(list(cfg.ping_nodes))
+        #: what the ping nodes' replies prove (pure); the raw socket feeds it
+        self.ping = PingVerdict(cfg.ping_nodes, cfg.interval_ms)
+        self.pinger = Pinger(self.ping, self.now_ms)
         self.standby = False
         # Dashboard hook: the moves it shows (history.py); the page on the API is the Agent's.
         self.history = History(cfg.node, cfg.peer, {v.name: v.home for v in cfg.vips})
@@ -73,9 +76,8 @@ class PairState(AgentCore):
         self._dropped_logged: dict[str, tuple[float, int]] = {}
         self._timers: list[asyncio.TimerHandle] = []
         self._peer_probe: asyncio.Task[None] | None = None
-        #: the VIP address through which the last probe found the silent peer serving
-        self._witness = ""
-        self._heard_at: float | None = None
+        #: the peer's last heartbeat (boot id, seq) when a VIP last showed it serving
+        self._witness: tuple[int, int] | None = None
 
     # Implemented by the parts (daemon.py, pairbeats.py, pairhealth.py).
     def _on_action(self, vip: str, action: str, ok: bool, took: float, err: str) -> None:

@@ -59,6 +59,8 @@ the same rules on the same facts, so they agree on one intended owner per VIP
 12. **News travels.** A node that became ineligible less than ``catchup_ms`` ago does not yet
    give a VIP back to a home node that holds it too: the home node's heartbeat may predate the
    news, and the home node may be letting go of it at this very moment for this node's sake.
+   The same the other way round: a home node that just became ineligible keeps its VIP that
+   the peer holds too, which may be handing it back at this very moment (a failback).
 
 While the peer is ``init`` (never heard, ``initdead`` not over), its facts are unknown: this node
 keeps what it holds and takes nothing. Every per-VIP decision carries a lowercase reason sentence;
@@ -403,6 +405,11 @@ def _as_other(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tu
     return False, f"home node {peer.name} is eligible"
 
 
+def _news_in_flight(view: ClusterView) -> bool:
+    """This node became ineligible less than ``catchup_ms`` ago: its peer may not know yet."""
+    return view.unstable_ms is not None and view.unstable_ms < view.catchup_ms
+
+
 def _not_eligible(
     view: ClusterView, vip: str, home: str, me: NodeFacts, peer: NodeFacts, my_why: str
 ) -> tuple[bool, str]:
@@ -410,6 +417,10 @@ def _not_eligible(
     if peer_why is None:
         if vip in me.held and me.answers and vip not in peer.held:
             return True, f"{my_why}: keeping {vip} until {peer.name} holds it (make-before-break)"
+        if vip in me.held and me.answers and home == me.name and _news_in_flight(view):
+            # Rule 12, the other way round: the peer may be handing this home VIP back right
+            # now (a failback on a heartbeat that predates this node's fault).
+            return True, f"{my_why}: keeping {vip} until {peer.name} has heard"
         return False, my_why
     if vip not in me.held:
         if _orphan_owner(vip, home, me, peer) == me.name:
@@ -418,7 +429,7 @@ def _not_eligible(
             )
         return False, f"{my_why}; {peer_why}: not taking {vip}"
     if home == peer.name and peer.alive and vip in peer.held:
-        if view.unstable_ms is not None and view.unstable_ms < view.catchup_ms:
+        if _news_in_flight(view):
             # Rule 12: the peer's heartbeat may predate this node's fault; it may be letting
             # go of the VIP right now, counting on this node to keep it.
             return True, f"{my_why}; {peer_why}: keeping {vip} until {peer.name} has heard"

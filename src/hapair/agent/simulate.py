@@ -9,7 +9,9 @@ instantaneous resource agent). Faults are attributes flipped between steps:
 
 - per node: its clock (:meth:`World.clock_jump`), ``link``, ``healthy`` (HAProxy sees a
   backend UP), ``answers`` (HAProxy answers at all), ``request_loss`` (the share of real
-  requests through its HAProxy that fail: a lossy link to its backends), ``pingable``,
+  requests through its HAProxy that fail: a lossy link to its backends), ``link_loss`` (the
+  share of its frames lost each way on its own link, the lab's ``loss-N``: heartbeats in and
+  out, the side-channel probe, its pings), ``pingable`` (its path to the ping nodes works),
   ``standby``, the agent (:meth:`World.kill`,
   :meth:`World.restart`), a stall (:meth:`World.stall`: the agent neither sends nor
   decides, datagrams queue for it);
@@ -22,6 +24,15 @@ health interval one stats reading (HAProxy answers; backends UP or none) and one
 (failed when HAProxy does not answer, has no backend, or the request is lost), so the gate's
 window and hysteresis are what the controllers see, as on a real node.
 
+Each node's ping verdict is the daemon's own :class:`~hapair.agent.pingverdict.PingVerdict`, fed
+as the daemon feeds it: a round of requests every :data:`PING_EVERY_INTERVALS` intervals, one
+more when the peer's heartbeat is late and one after a stall; a reply is lost when the node's
+``link`` is down (when the request leaves or when the reply comes back), when its path to the
+ping nodes is cut (``pingable``), or by its link's loss share (``link_loss``, each way; the
+``loss`` between the two nodes is their path to each other, not to the ping nodes), and delayed
+by the jitter like a heartbeat. A reply counts for ``pingable_now`` only if its request left
+after the peer's heartbeat was due, as on a real node.
+
 Randomness comes from one seeded generator, so every run can be replayed.
 """
 
@@ -32,11 +43,17 @@ from dataclasses import dataclass, field
 
 from hapair.agent.controller import Controller, Step
 from hapair.agent.health import HealthGate
+from hapair.agent.pingverdict import PING_EVERY_INTERVALS, PingVerdict
 from hapair.agent.placement import ClusterView, Decision
 from hapair.agent.protocol import STABLE_CAP_MS, Decoder, Heartbeat, encode
 from hapair.spec import HaSpec
 
 KEY = b"simulated-cluster-key-32-bytes!!"
+PING_NODES = ("198.18.0.1",)
+"""The ping nodes when the spec names none (the lab's gateway)."""
+PING_RTT_MS = 1.0
+"""A ping's round trip: its reply is read at the next step at the earliest (a decision made
+right after a round was sent has not seen its reply, as in the daemon)."""
 
 
 @dataclass
@@ -47,19 +64,25 @@ class SimNode:
     boot_id: int
     controller: Controller
     decoder: Decoder
+    #: the daemon's own ping verdict
+    ping: PingVerdict
     agent: bool = True
     healthy: bool = True
     answers: bool = True
     request_loss: float = 0.0
+    link_loss: float = 0.0
     gate: HealthGate = field(default_factory=HealthGate)
+    #: when the node last sent its periodic round of pings, and for which heartbeat of the
+    #: peer it sent the one a late heartbeat triggers (its own clock)
+    pinged_at: float | None = None
+    late_ping_for: float | None = None
+    #: ping replies on their way: (due, ping node, round number)
+    ping_inbox: list[tuple[float, str, int]] = field(default_factory=list)
     #: when the node last read its health (its own clock)
     checked_at: float | None = None
     pingable: bool = True
     standby: bool = False
     link: bool = True
-    #: when the world first saw ``link`` down: for a second after, the last ping reply still
-    #: counts in the plain one-second window, as on a real node
-    unlinked_at: float | None = None
     stalled_until: float = 0.0
     #: how far this node's monotonic clock is ahead of the world's (a clock that jumped)
     clock_ms: float = 0.0
@@ -124,6 +147,7 @@ class World:
             boot_id=boot,
             controller=controller,
             decoder=Decoder(KEY, self.cluster, name, {peer}),
+            ping=PingVerdict(self.ha.ping_nodes or PING_NODES, self.ha.interval_ms),
             held=held,
             clock_ms=clock_ms,
         )
@@ -144,7 +168,7 @@ class World:
         old = self.nodes[name]
         new = self._boot(name, set(old.held) if keep_held else set(), old.clock_ms)
         new.healthy, new.answers = healthy, healthy or old.answers
-        new.request_loss = old.request_loss
+        new.request_loss, new.link_loss = old.request_loss, old.link_loss
         new.pingable, new.standby, new.link = old.pingable, False, old.link
         self.nodes[name] = new
 
@@ -175,7 +199,7 @@ class World:
             seq=node.seq,
             healthy=c.healthy,
             answers=c.answers,
-            pingable=node.pingable and node.link,
+            pingable=node.ping.pingable(self.t(node)),
             stable_ms=int(min(c.stable_ms(self.t(node)), STABLE_CAP_MS)),
             standby=node.standby,
             held=c.claimed(frozenset(node.held)),
@@ -195,7 +219,7 @@ class World:
             data = encode(self._heartbeat(node), KEY)
             if not (self.heartbeat_path and self._connected()):
                 continue
-            if self.rng.random() < self.loss.get((node.name, peer.name), 0.0):
+            if self.rng.random() < 1 - self._through(node, peer):
                 continue
             delay = self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0.0
             peer.inbox.append((self.now + delay, data))
@@ -209,15 +233,75 @@ class World:
             hb = node.decoder.decode(data)
             if hb is not None:
                 node.controller.observe_heartbeat(hb, self.t(node))
+                node.ping.heard(self.t(node))
+        self._read_pings(node)
+
+    def _ping(self, node: SimNode) -> None:
+        """One round of echo requests to every ping node; the replies that survive queue."""
+        seq = node.ping.sent(self.t(node))
+        for target in node.ping.targets:
+            if not (node.link and node.pingable):
+                continue
+            if self.rng.random() >= (1 - node.link_loss) ** 2:
+                continue
+            delay = self.rng.uniform(0, self.jitter_ms) if self.jitter_ms else 0.0
+            node.ping_inbox.append((self.now + PING_RTT_MS + delay, target, seq))
+
+    def _read_pings(self, node: SimNode) -> None:
+        """The ping replies due by now, read on the node's clock (lost if its link is down)."""
+        due = sorted(d for d in node.ping_inbox if d[0] <= self.now)
+        node.ping_inbox = [d for d in node.ping_inbox if d[0] > self.now]
+        for _, target, seq in due:
+            if node.link and node.pingable:
+                node.ping.replied(target, seq, self.t(node))
+
+    def _notice_stall(self, node: SimNode) -> None:
+        """As the daemon's first loop after a gap: the controller and the verdict are told how
+        long this node did not run, and a fresh ping round leaves."""
+        c = node.controller
+        note = c.loop_ran(self.t(node))
+        if note is not None:
+            self.notes.append((self.now, node.name, note))
+            node.ping.blind(c.last_gap_ms, self.t(node))
+            self._ping(node)
+
+    def _ping_on_time(self, node: SimNode) -> None:
+        """The daemon's ping loop: a round every :data:`PING_EVERY_INTERVALS` intervals. At its
+        start the daemon waits for a first answer before its first heartbeat: so does this."""
+        now = self.t(node)
+        every = PING_EVERY_INTERVALS * self.ha.interval_ms
+        if node.pinged_at is None:
+            node.pinged_at = now
+            self._ping(node)
+            node.ping_inbox = [(self.now, t, seq) for _, t, seq in node.ping_inbox]
+            self._read_pings(node)
+        elif now - node.pinged_at >= every - 1e-9:
+            node.pinged_at = now
+            self._ping(node)
+
+    def _ping_if_late(self, node: SimNode) -> None:
+        """The daemon's timer: the peer's heartbeat is 1.5 intervals late, ping at once (is it
+        the peer or this node's own link?), once per heartbeat heard."""
+        heard = node.ping.heard_ms
+        if heard is None or heard == node.late_ping_for:
+            return
+        if self.t(node) - heard >= 1.5 * self.ha.interval_ms:
+            node.late_ping_for = heard
+            self._ping(node)
 
     def _probe_ok(self, node: SimNode) -> bool:
         """A request through the peer's HAProxy: lost like any datagram on a lossy link."""
         peer = self.nodes[self.peer_name(node.name)]
         if not (self.data_path and self._connected() and peer.healthy):
             return False
-        there = self.loss.get((node.name, peer.name), 0.0)
-        back = self.loss.get((peer.name, node.name), 0.0)
-        return self.rng.random() >= 1 - (1 - there) * (1 - back)
+        there = self._through(node, peer)
+        back = self._through(peer, node)
+        return self.rng.random() >= 1 - there * back
+
+    def _through(self, src: SimNode, dst: SimNode) -> float:
+        """The share of datagrams from ``src`` that reach ``dst``: both links and the path."""
+        path = 1 - self.loss.get((src.name, dst.name), 0.0)
+        return (1 - src.link_loss) * path * (1 - dst.link_loss)
 
     def _check_health(self, node: SimNode) -> None:
         """Every health interval: a stats reading and a real request into the node's gate;
@@ -237,30 +321,27 @@ class World:
         self.now += self.ha.interval_ms
         running = [n for n in self.nodes.values() if self._running(n)]
         for node in running:
+            self._read_pings(node)
+            self._notice_stall(node)
             self._check_health(node)
+            self._ping_on_time(node)
             self._send(node)
         out = []
         for node in list(self.nodes.values()):
             if not self._running(node):
                 continue
             self._receive(node)
+            self._ping_if_late(node)
             c = node.controller
             now = self.t(node)
-            note = c.loop_ran(now)
-            if note is not None:
-                self.notes.append((self.now, node.name, note))
             if c.should_probe(now):
                 c.observe_probe(self._probe_ok(node), now)
-            if node.link:
-                node.unlinked_at = None
-            elif node.unlinked_at is None:
-                node.unlinked_at = self.now
-            recent = node.unlinked_at is None or self.now - node.unlinked_at < 1000
+            verdict = node.ping
             st = c.step(
                 now,
                 held=frozenset(v for v in node.held if c.wanted.get(v) is not False),
-                pingable=node.pingable and recent,
-                pingable_now=node.pingable and node.link,
+                pingable=verdict.pingable(now),
+                pingable_now=verdict.pingable_now(now),
                 standby=node.standby,
             )
             out.append(Record(node.name, st.view, st.decision, st))

@@ -122,7 +122,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stall-haproxy", "lb1's HAProxy SIGSTOPped 3 s", pr.stall_haproxy(pr.STALL_S), 2,
              (None, NONE), "a real 3 s outage: over to lb2 and back"),
     Scenario("backends-lost-lb1", "lb1 cannot reach any web node", f.backends_lost_lb1, 2,
-             (None, NONE), "lb1 cannot serve: over to lb2 and back"),
+             (250, NONE), "lb1 cannot serve: over to lb2 and back; noticed within about 1.5 s "
+             "(3 failed requests of 500 ms, one every 300 ms while calm), 250 = 2.5 s of load"),
     Scenario("clock-step", "lb1's agent restarted a day behind, clock steps +1 day mid-run",
              pr.clock_step, 0, (NONE, NONE), "wall time must not matter", LB1,
              requires=_faketime),

@@ -298,7 +298,7 @@ function renderFailovers(d) {
     el("td", {}, f.time), el("th", { scope: "row" }, f.vip), el("td", {}, f.node),
     el("td", {}, f.label), el("td", {}, f.gap_ms === null ? "none (make-before-break or unknown)" : ms(f.gap_ms)),
     el("td", {}, f.reason)));
-  fillBody("failovers", rows.length ? rows : [el("tr", {}, el("td", { colspan: "6" }, "none since this agent started"))]);
+  fillBody("failovers", rows.length ? rows : [el("tr", {}, el("td", { colspan: "6" }, "none in this agent's history"))]);
 }
 
 function renderEvents(d) {
