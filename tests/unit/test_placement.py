@@ -801,12 +801,13 @@ def test_link_down_isolated_node_takes_nothing_and_fails_back_later() -> None:
     # On the heal lb1 hears lb2 before the first fresh ping reply (the daemon's race: a
     # heartbeat every interval, a ping round every two): its own ping verdict is still the
     # outage's, so it lets its copy of vip1 go to lb2, which holds it (make-before-break),
-    # instead of announcing it again; it takes it back once stable for failback_delay.
+    # instead of announcing it again; it takes it back once its ping node has answered for a
+    # whole window (the verdict's hysteresis, 1 s) and it has been stable for failback_delay.
     heal = w.records[-2]
     assert heal.node == "lb1" and heal.view.peer_state.name == "UP"
     assert not heal.view.me.pingable and heal.view.peer_view.pingable
     assert not heal.decision.get("vip1").want and w.holders("vip1") == {"lb2"}
-    w.run(w.ha.failback_delay_ms + 1000)
+    w.run(1000 + w.ha.failback_delay_ms + 1000)
     assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})
 
 

@@ -4,6 +4,7 @@ PingVerdict (hapair.agent.pingverdict), fed simulated rounds and replies, so the
 
 from __future__ import annotations
 
+from hapair.agent.pingverdict import PingVerdict
 from hapair.agent.simulate import World
 
 
@@ -77,3 +78,37 @@ def test_loss_on_one_nodes_link_never_leaves_a_vip_unheld() -> None:
         w.nodes["lb1"].link_loss = 0.0
         w.run(70_000)  # the flap penalty fades within its cap
         assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"}), seed
+
+
+def test_loss_on_one_nodes_link_moves_its_vip_over_once_and_back_once() -> None:
+    """20 or 40 % of lb1's frames lost each way for 30 s (pings, heartbeats and the requests
+    through its HAProxy alike, as in the lab's loss-20/40): vip1 goes to lb2 once and comes
+    back once, after the loss ends; vip2 never moves."""
+    for p in (0.2, 0.4):
+        for seed in range(6):
+            w = World(seed=seed)
+            w.run(3000)
+            mark = len(w.records)
+            w.nodes["lb1"].link_loss = p
+            w.run(30_000)
+            during = [(r.node, m.vip, m.take) for r in w.records[mark:] for m in r.step.moves]
+            w.nodes["lb1"].link_loss = 0.0
+            w.run(15_000)
+            moved = [(r.node, m.vip, m.take) for r in w.records[mark:] for m in r.step.moves]
+            assert sorted(during) == [("lb1", "vip1", False), ("lb2", "vip1", True)], (p, seed)
+            assert sorted(moved[len(during) :]) == [("lb1", "vip1", True), ("lb2", "vip1", False)]
+            assert (w.holders("vip1"), w.holders("vip2")) == ({"lb1"}, {"lb2"})
+
+
+def test_a_ping_path_back_counts_only_after_a_whole_window_of_replies() -> None:
+    """Hysteresis: after a spell without replies, one reply is not enough."""
+    v = PingVerdict(["198.18.0.1"], 50)
+    seq = v.sent(0)
+    v.replied("198.18.0.1", seq, 1)
+    assert v.pingable(500)
+    assert not v.pingable(1200)  # nothing for a window
+    for t in range(1300, 2300, 100):
+        v.replied("198.18.0.1", v.sent(t), t + 1)
+        assert not v.pingable(t + 2), t  # replies again, but not yet for a whole window
+    v.replied("198.18.0.1", v.sent(2300), 2301)
+    assert v.pingable(2302)  # a whole window (1 s) since the first reply after the spell

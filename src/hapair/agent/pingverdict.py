@@ -55,6 +55,12 @@ class PingVerdict:
         self.heard_ms: float | None = None
         self._sent: dict[int, float] = {}
         self._seq = 0
+        #: since when the ping nodes answer again after a spell without any reply (``None``:
+        #: no such spell, or not answering yet)
+        self._back_since: float | None = None
+        self._cut = False
+        #: whether a ping node ever answered within a window (as :meth:`pingable` saw it)
+        self._seen = False
 
     # ------------------------------------------------------------------ observations
     def sent(self, now: float) -> int:
@@ -110,8 +116,24 @@ class PingVerdict:
     def pingable(self, now: float) -> bool:
         """Whether a ping node answered within the window: the heartbeat's flag, and the
         verdict while the peer is heard (a late heartbeat on a lossy link must not make this
-        node look cut off)."""
-        return self.reachable(now)
+        node look cut off).
+
+        With hysteresis: after a spell without any reply, the node counts as reaching a ping
+        node again only once replies have kept coming for a whole window. On a lossy link a
+        window without a reply comes now and then; without this, each one would hand the VIP
+        over and the next reply would hand it back a second later (flapping)."""
+        if not self.reachable(now):
+            # A spell without replies after replies (a start without any yet is no spell)
+            self._cut, self._back_since = self._cut or self._seen, None
+            return False
+        self._seen = True
+        if self._cut:
+            if self._back_since is None:
+                self._back_since = now
+            if now - self._back_since < self.window_ms():
+                return False
+            self._cut, self._back_since = False, None
+        return True
 
     def due_ms(self) -> float | None:
         """When the peer's next heartbeat was due (``None``: the peer was never heard)."""

@@ -312,7 +312,10 @@ class World:
         node.checked_at = now
         g = node.gate
         g.stats(node.answers, 3 if node.healthy else 0, 3)
-        served = node.answers and node.healthy and self.rng.random() >= node.request_loss
+        # A request crosses the node's link about four times (to a web node and back, each
+        # way a SYN and data): a lossy link fails requests too, as on a real node.
+        through = (1 - node.request_loss) * (1 - node.link_loss) ** 4
+        served = node.answers and node.healthy and self.rng.random() < through
         h = g.request(served, now)
         node.controller.observe_health(h.healthy, h.answers, g.ok_started_ms, g.failed_started_ms)
 
