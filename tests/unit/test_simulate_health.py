@@ -80,3 +80,23 @@ def test_every_request_failing_moves_the_vip_within_the_gates_fall() -> None:
         assert w.now - t0 < 2000, "vip1 did not leave a node whose every request fails"
     gate = w.nodes["lb1"].gate
     assert w.now - t0 <= (gate.fall + 1) * w.ha.health_interval_ms + 2 * w.ha.interval_ms
+
+
+def test_a_home_node_that_recovers_just_after_its_vip_was_taken_waits_for_a_failback() -> None:
+    """Rule 13: lb1's backends fail, lb2 takes vip1, lb1's backends come back before lb1 let
+    go: vip1 stays on lb2 (not back a second later) until lb1 is due, then goes home once."""
+    w = settled(0)
+    mark = len(w.records)
+    w.nodes["lb1"].healthy = False
+    while "lb2" not in w.holders("vip1"):
+        w.step()
+        assert w.now < 10_000
+    w.nodes["lb1"].healthy = True
+    t_back = w.now
+    w.run(2000)
+    assert w.holders("vip1") == {"lb2"}  # lb1 let go: its fault has just ended
+    w.run(w.ha.failback_delay_ms + 1000)
+    assert w.holders("vip1") == {"lb1"}
+    takes = [(r.view.now_ms, r.node) for r in w.records[mark:] for m in r.step.moves if m.take]
+    assert [n for _, n in takes] == ["lb2", "lb1"], takes
+    assert takes[1][0] - t_back >= w.ha.failback_delay_ms

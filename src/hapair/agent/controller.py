@@ -155,6 +155,8 @@ class Controller:
         self._own: tuple[bool, bool] | None = None
         self._own_changed_ms: float | None = None
         self._healthy_since: float | None = None
+        #: since when this node has had no fault of its own (``None``: in one now)
+        self._own_ok_since: float | None = -1e18
         #: the last time this node itself did not run (ms), as :meth:`loop_ran` found it
         self.last_gap_ms = 0.0
         self._peer_unhealthy_since: float | None = None
@@ -361,7 +363,12 @@ class Controller:
             held = frozenset(v for v in held if wishes.get(v) is not False)
         self._note_own(now, standby)
         hearing = state in (PeerState.UP, PeerState.WARN)
-        stable = self.healthy and pingable and hearing and not standby
+        own_ok = self.healthy and pingable and not standby
+        if not own_ok:
+            self._own_ok_since = None
+        elif self._own_ok_since is None:
+            self._own_ok_since = now
+        stable = own_ok and hearing
         if not stable:
             self._stable_since = None
             if self._unstable_since is None:
@@ -396,6 +403,7 @@ class Controller:
             fresh_health=self._fresh_health(now),
             unstable_ms=None if self._unstable_since is None else now - self._unstable_since,
             catchup_ms=self.t.deadtime_ms,
+            recovered_ms=None if self._own_ok_since is None else now - self._own_ok_since,
         )
         decision = decide(view)
         announce: list[str] = []

@@ -61,6 +61,12 @@ the same rules on the same facts, so they agree on one intended owner per VIP
    news, and the home node may be letting go of it at this very moment for this node's sake.
    The same the other way round: a home node that just became ineligible keeps its VIP that
    the peer holds too, which may be handing it back at this very moment (a failback).
+13. **A fault just ended is not a failback.** A home node that recovered from a fault of its
+   own (unhealthy, cut off, standby) less than ``failback_delay`` ago, and holds its VIP while
+   the peer, which took it meanwhile, holds it too, lets it go to the peer until it is due
+   (stable for ``failback_delay``, as for any failback): a node that recovers a moment after
+   its peer took its VIP does not get it back a second later. (A node that was only not heard,
+   a partition, had no fault of its own: it keeps its VIP and announces it again.)
 
 While the peer is ``init`` (never heard, ``initdead`` not over), its facts are unknown: this node
 keeps what it holds and takes nothing. Every per-VIP decision carries a lowercase reason sentence;
@@ -145,6 +151,8 @@ class ClusterView:
     :ivar catchup_ms: how long the peer's view of this node may lag (a heartbeat in flight):
         a node that just became ineligible does not yet hand a VIP to a peer whose heartbeat
         may predate the news (rule 12).
+    :ivar recovered_ms: how long ago this node's own last fault ended (unhealthy, cut off from
+        the ping nodes, standby); ``None``: in one now, or never in one (rule 13).
     """
 
     now_ms: float
@@ -163,6 +171,7 @@ class ClusterView:
     fresh_health: bool = True
     unstable_ms: float | None = None
     catchup_ms: float = 0.0
+    recovered_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -370,10 +379,15 @@ def _stable(view: ClusterView, h: NodeFacts) -> str:
 
 
 def _as_home(view: ClusterView, vip: str, me: NodeFacts, peer: NodeFacts) -> tuple[bool, str]:
-    if vip in me.held:
-        return True, "home node, healthy"
     due = _failback_due(me, view.auto_failback, view.failback_delay_ms)
     peer_why = _peer_why(view, peer, me)
+    if vip in me.held:
+        recent = view.recovered_ms is not None and view.recovered_ms < view.failback_delay_ms
+        if peer_why is None and vip in peer.held and recent and not due:
+            # Rule 13: the peer took it while this node was not eligible, and this node
+            # recovered before it let go: a failback it has not earned yet.
+            return False, f"{peer.name} holds {vip} too; failback waits: {_stable(view, me)}"
+        return True, "home node, healthy"
     if peer_why is not None:
         if _needs_fresh(view, vip, peer, me):
             return False, f"home node; {peer_why}: {_FRESH_WAIT}"
