@@ -36,6 +36,8 @@ logger = logging.getLogger("hapair.agent")
 KEY_REFRESH_MS = 5000.0
 #: How long a stopping node waits for its VIPs to be taken (s).
 HANDOFF_S = 5.0
+END_TASKS_S = 3.0
+"""How long a stop waits for its cancelled tasks to end."""
 
 
 class HeartbeatReceiver(asyncio.DatagramProtocol):
@@ -149,7 +151,10 @@ class AgentCore:
         on; a round that starts more than one period late is counted and the schedule restarts
         from now."""
         next_at = time.monotonic()
-        while True:
+        # Not ``while True``: on Python 3.11 a cancel that lands as an ``asyncio.timeout``
+        # inside ``fn`` expires can come out as TimeoutError, which ``fn`` handles; the loop
+        # would then outlive its cancellation and the stop would wait for it forever.
+        while not self._stopping:
             try:
                 result = fn()
                 if asyncio.iscoroutine(result):
@@ -212,9 +217,20 @@ class AgentCore:
         tasks = [*self._tasks, *extra]
         for task in tasks:
             task.cancel()
+        if not tasks:
+            return
+        # Bounded: a task that swallowed its cancellation (see _every) must not hold the stop.
+        _, pending = await asyncio.wait(tasks, timeout=END_TASKS_S)
+        for task in pending:
+            self.event(
+                f"task {task.get_name()} did not end within {END_TASKS_S:g} s of its "
+                "cancellation; stopping without it",
+                logging.WARNING,
+            )
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            if task.done() and not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()
 
     async def _close(self, node: str) -> None:
         """The last steps of a stop: the API, the pinger, the resources, the socket."""
