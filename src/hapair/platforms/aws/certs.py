@@ -28,7 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hapair.day2.desired import CertRef, DesiredDoc
 from hapair.day2.pem import PemError, check_pem, digest, self_signed
 from hapair.errors import OperationError, UsageError
-from hapair.platforms.aws.client import Aws, cluster_tags
+from hapair.platforms.aws.client import Aws
+from hapair.platforms.aws.desired import put_versioned
 from hapair.platforms.aws.secrets import path as secrets_path
 from hapair.spec import Spec
 
@@ -59,16 +60,7 @@ def put(aws: Aws, cluster: str, pem: str) -> CertRef:
         "Tier": TIER,
         "Description": f"hapair {cluster}: the LBs' TLS certificate and key",
     }
-    res = aws.call(
-        aws.ssm.put_parameter,
-        f"ssm parameter {name}",
-        ignore=("ParameterAlreadyExists",),
-        Tags=cluster_tags(cluster, NAME),
-        **common,
-    )
-    if res is None:
-        res = aws.must(aws.ssm.put_parameter, f"ssm parameter {name}", Overwrite=True, **common)
-    return CertRef(int(res["Version"]), digest(text))
+    return CertRef(put_versioned(aws, cluster, NAME, common), digest(text))
 
 
 def spec_pem(spec: Spec) -> tuple[str, str]:

@@ -64,11 +64,21 @@ def publish(aws: Aws, cluster: str, doc: DesiredDoc) -> int:
         "Tier": "Standard",
         "Description": f"hapair {cluster}: the LBs' desired configuration ({doc.digest()})",
     }
+    return put_versioned(aws, cluster, NAME, common)
+
+
+def put_versioned(aws: Aws, cluster: str, tag_name: str, common: dict[str, Any]) -> int:
+    """Put an SSM parameter (``common``: Name, Value, Type, Tier, Description): created and
+    tagged with the cluster the first time, overwritten after; returns the version SSM gave.
+
+    :raises CloudError: the put failed.
+    """
+    name = common["Name"]
     res = aws.call(
         aws.ssm.put_parameter,
         f"ssm parameter {name}",
         ignore=("ParameterAlreadyExists",),
-        Tags=cluster_tags(cluster, NAME),
+        Tags=cluster_tags(cluster, tag_name),
         **common,
     )
     if res is None:
