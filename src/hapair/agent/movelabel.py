@@ -13,7 +13,8 @@ was made on, never from the sentence's wording:
   (``failback``);
 - a **release** by a node that is not eligible says why (``unhealthy``, ``standby``,
   ``isolated``); by an eligible node, to the VIP's home node (``failback``);
-- ``settle`` is a VIP found configured at start and let go because the peer holds it
+- ``settle`` is a VIP found configured at start and let go because the peer holds it, or a
+  home VIP held by both that a node whose fault just ended lets go (placement rule 13)
   (:class:`~hapair.agent.controller.Controller` decides that, before placement);
 - anything else is ``other`` (no rule leads there today; a test says so).
 """
@@ -80,4 +81,7 @@ def move_label(view: ClusterView, vip: str, take: bool) -> MoveLabel:
         return "failback" if home == me.name else "other"
     if mine is not None:
         return mine
-    return "failback" if home == peer.name else "other"
+    if home == peer.name:
+        return "failback"
+    # Placement rule 13: this home node's fault just ended, and its peer holds the VIP too.
+    return "settle" if vip in peer.held else "other"
